@@ -1,0 +1,40 @@
+"""Command line: ``python -m synclr_monai <command> [args]``.
+
+Commands
+--------
+synth     write a synthetic EM dataset in the lab's on-disk layout
+check     validate a dataset root and print a per-bbox summary
+evaluate  kNN / linear-probe evaluation of an embeddings file, with plots
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
+# Imported lazily so that `synth` does not pay for importing torch/MONAI.
+COMMANDS = {
+    "synth": "synclr_monai.data.synthetic:main",
+    "check": "synclr_monai.data.checks:main",
+    "evaluate": "synclr_monai.evaluation.cli:main",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv[0]`` to its command and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
