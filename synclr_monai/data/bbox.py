@@ -1,0 +1,377 @@
+"""One bounding box ("bbox") of the lab's data: where its files are, and its assembled 3-channel volume.
+
+Assembly (DESIGN.md): channel 0 is the raw EM z-scored over the whole bbox, channel 1 the union of the
+pre-synaptic segments of the bbox's synapses, channel 2 the cleft mask (cleft | cleft2). The
+pre-synaptic partner of a synapse is the one of its two segments (seg ids under ``side_1`` and
+``side_2``) that overlaps more the vesicle cloud nearest to the cleft centre.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from .io import DataFormatError, NIFTI_SUFFIXES, is_nifti, read_synapse_sheet, read_volume
+from .labels import LabelMap, label_map_for
+
+__all__ = [
+    "BBoxSource",
+    "BBoxVolume",
+    "find_bboxes",
+    "zscore_volume",
+    "assemble_bbox",
+    "assign_pre_synaptic",
+    "sheet_point",
+    "synapse_cube",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Half-size (voxels) of the window around a cleft centre searched for its vesicle cloud.
+VESICLE_SEARCH_RADIUS = 40
+
+
+@dataclass(frozen=True)
+class BBoxSource:
+    """The files of one bbox.
+
+    Args:
+        root: the dataset root.
+        number: N of ``bboxN``.
+        raw: ``raw/bboxN`` slice folder (or ``raw/bboxN.nii[.gz]``).
+        seg: ``seg/bboxN`` slice folder (or NIfTI).
+        mask: ``bbox_N`` slice folder (or NIfTI).
+        sheet: ``bboxN.xlsx``.
+    """
+
+    root: Path
+    number: int
+    raw: Path
+    seg: Path
+    mask: Path
+    sheet: Path
+
+    @property
+    def name(self) -> str:
+        """``bboxN``, the prefix of every synapse id of this bbox."""
+        return f"bbox{self.number}"
+
+    def missing(self) -> list[str]:
+        """Messages for each part of the bbox that does not exist on disk."""
+        out = []
+        for role, path in (("raw", self.raw), ("seg", self.seg), ("mask", self.mask)):
+            if not path.exists():
+                out.append(f"{path}: missing {role} {'volume' if is_nifti(path) else 'slice folder'}")
+        if not self.sheet.is_file():
+            out.append(f"{self.sheet}: missing synapse sheet")
+        return out
+
+
+def _role_path(base: Path, stem: str) -> Path:
+    """``base/stem`` as a slice folder if it exists, else a NIfTI file beside it if one exists."""
+    folder = base / stem
+    if folder.is_dir():
+        return folder
+    for suffix in NIFTI_SUFFIXES:
+        candidate = base / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return folder
+
+
+def find_bboxes(root: str | Path, numbers: list[int] | None = None, strict: bool = True) -> list[BBoxSource]:
+    """Find the bboxes of a dataset root.
+
+    A bbox is announced by ``raw/bboxN`` (slice folder or NIfTI) or by a sheet ``bboxN.xlsx``.
+
+    Args:
+        root: the dataset root (``DATA/``).
+        numbers: keep only these bbox numbers (all when None).
+        strict: raise if a bbox misses any of its parts (otherwise the caller checks ``missing()``).
+
+    Returns:
+        The bboxes sorted by number.
+
+    Raises:
+        DataFormatError: if the root does not exist, holds no bbox, a requested number is absent, or
+            (strict) some part of a bbox is missing; the message lists every missing file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(f"{root}: dataset root does not exist")
+    found: set[int] = set()
+    pattern = re.compile(r"^bbox(\d+)(\.nii(\.gz)?|\.xlsx)?$", re.IGNORECASE)
+    for parent in (root / "raw", root):
+        if parent.is_dir():
+            for entry in parent.iterdir():
+                m = pattern.match(entry.name)
+                if m and (parent == root / "raw" or m.group(2) and m.group(2).lower() == ".xlsx"):
+                    found.add(int(m.group(1)))
+    if numbers is not None:
+        absent = sorted(set(numbers) - found)
+        if absent:
+            raise DataFormatError(f"{root}: requested bboxes {absent} not found (found {sorted(found)})")
+        found = set(numbers)
+    if not found:
+        raise DataFormatError(f"{root}: no bbox found (expected raw/bboxN slice folders and bboxN.xlsx sheets)")
+    sources = [
+        BBoxSource(
+            root=root,
+            number=n,
+            raw=_role_path(root / "raw", f"bbox{n}"),
+            seg=_role_path(root / "seg", f"bbox{n}"),
+            mask=_role_path(root, f"bbox_{n}"),
+            sheet=root / f"bbox{n}.xlsx",
+        )
+        for n in sorted(found)
+    ]
+    if strict:
+        problems = [msg for s in sources for msg in s.missing()]
+        if problems:
+            raise DataFormatError("incomplete dataset:\n  " + "\n  ".join(problems))
+    return sources
+
+
+@dataclass
+class BBoxVolume:
+    """An assembled bbox.
+
+    Args:
+        name: ``bboxN``.
+        raw: ``[Z, Y, X]`` raw EM z-scored over the whole bbox (float16 or float32).
+        mask: ``[2, Z, Y, X]`` uint8 in {0, 1}: channel 0 pre-synaptic segments, channel 1 cleft.
+        synapses: the sheet rows with ``bbox_name`` added (and, after assembly, ``pre_side``,
+            ``pre_seg_id``, ``post_seg_id``).
+    """
+
+    name: str
+    raw: np.ndarray
+    mask: np.ndarray
+    synapses: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __post_init__(self) -> None:
+        if self.raw.ndim != 3 or self.mask.shape != (2, *self.raw.shape):
+            raise ValueError(f"{self.name}: raw {self.raw.shape} and mask {self.mask.shape} do not match")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)``."""
+        return tuple(self.raw.shape)  # type: ignore[return-value]
+
+    @property
+    def pre(self) -> np.ndarray:
+        """``[Z, Y, X]`` pre-synaptic mask (a view)."""
+        return self.mask[0]
+
+    @property
+    def cleft(self) -> np.ndarray:
+        """``[Z, Y, X]`` cleft mask (a view)."""
+        return self.mask[1]
+
+    def as_array(self, dtype: np.dtype = np.float32) -> np.ndarray:
+        """``[3, Z, Y, X]`` array (raw, pre, cleft); a full-size copy, for small volumes."""
+        return np.concatenate([self.raw[None].astype(dtype), self.mask.astype(dtype)], axis=0)
+
+
+def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32) -> np.ndarray:
+    """Z-score a whole volume, computed slab by slab so that no float64 copy of it is ever held.
+
+    Args:
+        raw: ``[Z, Y, X]`` intensities.
+        dtype: output dtype (float16 keeps a 575³ bbox at 380 MB).
+        chunk: z-slices per slab.
+
+    Returns:
+        ``(raw - mean) / std`` in ``dtype``; a constant volume gives zeros.
+    """
+    total = 0.0
+    total_sq = 0.0
+    for z in range(0, raw.shape[0], chunk):
+        slab = raw[z : z + chunk].astype(np.float64)
+        total += slab.sum()
+        total_sq += np.square(slab).sum()
+    n = raw.size
+    mean = total / n
+    std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
+    out = np.empty(raw.shape, dtype=dtype)
+    for z in range(0, raw.shape[0], chunk):
+        slab = raw[z : z + chunk].astype(np.float32)
+        out[z : z + chunk] = (slab - mean) / std if std > 0 else 0.0
+    return out
+
+
+def sheet_point(row: Mapping, prefix: str) -> tuple[int, int, int]:
+    """The ``(z, y, x)`` voxel of a sheet point (``prefix`` ``central``, ``side_1`` or ``side_2``).
+
+    Sheets give ``(x, y, z)`` = ``(coord_1, coord_2, coord_3)``; coordinates are rounded to the
+    nearest voxel.
+    """
+    x, y, z = (int(round(float(row[f"{prefix}_coord_{i}"]))) for i in (1, 2, 3))
+    return z, y, x
+
+
+def _window(center: tuple[int, int, int], radius: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(max(c - radius, 0), min(c + radius + 1, s)) for c, s in zip(center, shape))
+
+
+def assign_pre_synaptic(
+    seg: np.ndarray,
+    vesicle: np.ndarray,
+    center: tuple[int, int, int],
+    side_ids: tuple[int, int],
+    side_points: tuple[tuple[int, int, int], tuple[int, int, int]],
+    radius: int = VESICLE_SEARCH_RADIUS,
+) -> int:
+    """Decide which side of a synapse is pre-synaptic.
+
+    The vesicle-cloud component nearest the cleft centre (searched in a cube of half-size ``radius``)
+    is found; the side whose segment overlaps it more is pre-synaptic. On a tie (e.g. neither segment
+    touches the cloud) the side whose point is nearer the cloud's centroid wins.
+
+    Args:
+        seg: ``[Z, Y, X]`` instance segmentation.
+        vesicle: ``[Z, Y, X]`` boolean vesicle-cloud mask.
+        center: cleft centre ``(z, y, x)``.
+        side_ids: seg ids of side 1 and side 2.
+        side_points: ``(z, y, x)`` of side 1 and side 2.
+        radius: search half-size in voxels.
+
+    Returns:
+        1 or 2, the pre-synaptic side; 0 when no vesicle cloud lies in the window.
+    """
+    win = _window(center, radius, seg.shape)
+    ves = vesicle[win]
+    labels, n = ndimage.label(ves)
+    if n == 0:
+        return 0
+    # distance from the centre to the nearest voxel of each component
+    local_center = tuple(c - s.start for c, s in zip(center, win))
+    coords = np.nonzero(labels)
+    d2 = sum((c - lc) ** 2 for c, lc in zip(coords, local_center))
+    comp_ids = labels[coords]
+    nearest = np.full(n + 1, np.inf)
+    np.minimum.at(nearest, comp_ids, d2)
+    best = int(np.argmin(nearest[1:]) + 1)
+    cloud = labels == best
+    seg_win = seg[win]
+    overlaps = [int(np.count_nonzero(cloud & (seg_win == sid))) if sid != 0 else 0 for sid in side_ids]
+    if overlaps[0] != overlaps[1]:
+        return 1 if overlaps[0] > overlaps[1] else 2
+    centroid = np.array([c[comp_ids == best].mean() + s.start for c, s in zip(coords, win)])
+    dists = [float(np.linalg.norm(np.array(p) - centroid)) for p in side_points]
+    return 1 if dists[0] <= dists[1] else 2
+
+
+def assemble_bbox(
+    source: BBoxSource,
+    label_maps: Mapping[int, LabelMap] | None = None,
+    raw_dtype: str | np.dtype = np.float16,
+    vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+) -> BBoxVolume:
+    """Read a bbox's files and build its 3-channel volume.
+
+    Args:
+        source: the bbox's files.
+        label_maps: ``{bbox_number: LabelMap}``; the lab's default table when None.
+        raw_dtype: dtype of the z-scored raw channel (float16 or float32).
+        vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
+
+    Returns:
+        The assembled :class:`BBoxVolume`.
+
+    Raises:
+        DataFormatError: on unreadable or inconsistent files (shape mismatch between raw, seg and mask,
+            sheet points outside the volume), each message naming the file.
+        KeyError: if no label map exists for the bbox.
+    """
+    label_map = label_map_for(source.number, label_maps)
+    raw = read_volume(source.raw, "raw")
+    seg = read_volume(source.seg, "label")
+    sem = read_volume(source.mask, "label")
+    for path, vol in ((source.seg, seg), (source.mask, sem)):
+        if vol.shape != raw.shape:
+            raise DataFormatError(
+                f"{path}: volume shape {vol.shape} (slices, y, x) differs from raw {source.raw}'s {raw.shape}"
+            )
+    synapses = read_synapse_sheet(source.sheet)
+    synapses.insert(0, "bbox_name", source.name)
+
+    vesicle = sem == label_map.vesicle
+    pre = np.zeros(raw.shape, dtype=np.uint8)
+    pre_sides, pre_ids, post_ids = [], [], []
+    pre_seg_ids: set[int] = set()
+    for _, row in synapses.iterrows():
+        points = [sheet_point(row, p) for p in ("central", "side_1", "side_2")]
+        for p in points:
+            if not all(0 <= c < s for c, s in zip(p, raw.shape)):
+                raise DataFormatError(
+                    f"{source.sheet}: synapse {row['Var1']!r} has point (z, y, x) = {p} outside the volume {raw.shape}"
+                )
+        side_ids = (int(seg[points[1]]), int(seg[points[2]]))
+        side = assign_pre_synaptic(seg, vesicle, points[0], side_ids, (points[1], points[2]), vesicle_search_radius)
+        if side == 0 or side_ids[side - 1] == 0:
+            logger.warning(
+                "%s: synapse %s: no vesicle cloud within %d voxels of the cleft centre or pre side on background; "
+                "it adds nothing to the pre-synaptic channel",
+                source.sheet, row["Var1"], vesicle_search_radius,
+            )
+            pre_sides.append(0)
+            pre_ids.append(0)
+            post_ids.append(0)
+            continue
+        pre_sides.append(side)
+        pre_ids.append(side_ids[side - 1])
+        post_ids.append(side_ids[2 - side])
+        pre_seg_ids.add(side_ids[side - 1])
+    synapses["pre_side"] = pre_sides
+    synapses["pre_seg_id"] = pre_ids
+    synapses["post_seg_id"] = post_ids
+    if pre_seg_ids:
+        pre[:] = np.isin(seg, sorted(pre_seg_ids))
+    del seg, vesicle
+
+    mask = np.empty((2, *raw.shape), dtype=np.uint8)
+    mask[0] = pre
+    mask[1] = np.isin(sem, label_map.cleft_values)
+    del sem, pre
+    return BBoxVolume(
+        name=source.name, raw=zscore_volume(raw, np.dtype(raw_dtype)), mask=mask, synapses=synapses
+    )
+
+
+def synapse_cube(volume: BBoxVolume, row: Mapping, cube_size: int | tuple[int, int, int]) -> np.ndarray:
+    """Cut the cube centred at a synapse's cleft centre.
+
+    Args:
+        volume: the assembled bbox.
+        row: a sheet row (``central_coord_1..3`` in (x, y, z)).
+        cube_size: edge length (or ``(Z, Y, X)``) of the cube.
+
+    Returns:
+        ``[3, S, S, S]`` float32: raw re-z-scored over the cube, pre mask, cleft mask; voxels past the
+        volume's borders are zero (before the raw re-z-scoring).
+    """
+    size = (cube_size,) * 3 if isinstance(cube_size, int) else tuple(cube_size)
+    center = sheet_point(row, "central")
+    out = np.zeros((3, *size), dtype=np.float32)
+    src, dst = [], []
+    for c, s, dim in zip(center, size, volume.shape):
+        lo = c - s // 2
+        a, b = max(lo, 0), min(lo + s, dim)
+        if b <= a:
+            raise ValueError(f"{volume.name}: synapse {row.get('Var1')!r} centre {center} lies outside {volume.shape}")
+        src.append(slice(a, b))
+        dst.append(slice(a - lo, b - lo))
+    out[(0, *dst)] = volume.raw[tuple(src)]
+    out[(slice(1, 3), *dst)] = volume.mask[(slice(None), *src)]
+    raw = out[0]
+    std = raw.std()
+    out[0] = (raw - raw.mean()) / std if std > 0 else 0.0
+    return out

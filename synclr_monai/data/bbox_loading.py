@@ -1,0 +1,64 @@
+"""MONAI transform that loads an assembled bbox: the deterministic, cacheable part of the data pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, find_bboxes
+from .cache import load_bbox
+from .labels import resolve_label_maps
+
+__all__ = ["LoadBBoxd", "bbox_data_list"]
+
+
+class LoadBBoxd(MapTransform):
+    """Load (through the HDF5 cache) the bbox named by ``data[key]``.
+
+    The item ``{"bbox": BBoxSource}`` gains ``"raw"`` (``[1, Z, Y, X]`` float16/32, z-scored),
+    ``"mask"`` (``[2, Z, Y, X]`` uint8: pre-synaptic, cleft), ``"name"`` (``bboxN``) and ``"synapses"``
+    (the sheet as a DataFrame).
+
+    Args:
+        keys: the key holding the :class:`BBoxSource` (one key).
+        cache_dir: folder of HDF5 caches; None disables caching.
+        label_maps: label-map overrides ``{bbox_number: {mito, vesicle, cleft, cleft2}}`` merged into
+            the default table.
+        raw_dtype: ``"float16"`` (default, half the memory) or ``"float32"``.
+        vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "bbox",
+        cache_dir: str | Path | None = None,
+        label_maps: Mapping | None = None,
+        raw_dtype: str = "float16",
+        vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+    ) -> None:
+        super().__init__(keys)
+        self.cache_dir = cache_dir
+        self.label_maps = resolve_label_maps(label_maps)
+        self.raw_dtype = raw_dtype
+        self.vesicle_search_radius = vesicle_search_radius
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            source = d[key]
+            if not isinstance(source, BBoxSource):
+                raise TypeError(f"LoadBBoxd: item[{key!r}] must be a BBoxSource, got {type(source).__name__}")
+            vol = load_bbox(source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius)
+            d["raw"] = vol.raw[None]
+            d["mask"] = vol.mask
+            d["name"] = vol.name
+            d["synapses"] = vol.synapses
+        return d
+
+
+def bbox_data_list(dataset_dir: str | Path, bboxes: list[int] | None = None) -> list[dict]:
+    """The data list ``[{"bbox": BBoxSource}, ...]`` of a dataset root (for CacheDataset + LoadBBoxd)."""
+    return [{"bbox": s} for s in find_bboxes(dataset_dir, numbers=bboxes)]

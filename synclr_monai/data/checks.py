@@ -1,0 +1,223 @@
+"""Validation of a dataset root: ``python -m synclr_monai check DIR``.
+
+Every problem is reported (not just the first), each naming the file and what is wrong, and the
+command exits non-zero when there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bbox import BBoxSource, find_bboxes, sheet_point
+from .io import DataFormatError, is_nifti, list_slices, read_slice, read_synapse_sheet, read_volume
+from .labels import LabelMap, label_map_for, resolve_label_maps
+
+__all__ = ["BBoxSummary", "CheckReport", "check_bbox", "check_dataset", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BBoxSummary:
+    """What the check found for one bbox."""
+
+    name: str
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    synapses: int | None = None
+    label_values: list[int] = field(default_factory=list)
+    cleft_voxels: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    """Per-bbox summaries and every problem found."""
+
+    root: Path
+    bboxes: list[BBoxSummary] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def format(self) -> str:
+        """A human-readable table followed by the problems."""
+        lines = [f"dataset {self.root}"]
+        header = f"{'bbox':<8} {'shape (z,y,x)':<18} {'dtype':<8} {'synapses':>8} {'cleft voxels':>13}  label values"
+        lines.append(header)
+        for b in self.bboxes:
+            shape = "x".join(map(str, b.shape)) if b.shape else "?"
+            syn = "?" if b.synapses is None else str(b.synapses)
+            cleft = "?" if b.cleft_voxels is None else str(b.cleft_voxels)
+            lines.append(
+                f"{b.name:<8} {shape:<18} {b.dtype or '?':<8} {syn:>8} {cleft:>13}  {b.label_values}"
+            )
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines.extend(f"  - {p}" for p in self.problems)
+        else:
+            lines.append("no problems found")
+        return "\n".join(lines)
+
+
+def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
+    """Read a role's stack slice by slice, recording unreadable slices and shape mismatches."""
+    if is_nifti(path):
+        try:
+            vol = read_volume(path, role)
+        except DataFormatError as err:
+            problems.append(str(err))
+            return None, None
+        return vol.shape, vol
+    try:
+        files = list_slices(path)
+    except DataFormatError as err:
+        problems.append(str(err))
+        return None, None
+    slices: list[np.ndarray | None] = []
+    shape0 = None
+    for f in files:
+        try:
+            sl = read_slice(f, role)
+        except DataFormatError as err:
+            problems.append(str(err))
+            slices.append(None)
+            continue
+        if shape0 is None:
+            shape0 = sl.shape
+        elif sl.shape != shape0:
+            problems.append(f"{f}: slice shape {sl.shape} differs from the stack's {shape0}")
+            slices.append(None)
+            continue
+        slices.append(sl)
+    if shape0 is None:
+        return None, None
+    if any(s is None for s in slices):
+        return (len(files), *shape0), None
+    return (len(files), *shape0), np.stack(slices)  # type: ignore[arg-type]
+
+
+def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
+    """Check one bbox's files and sheet; every problem goes into the summary."""
+    summary = BBoxSummary(name=source.name)
+    problems = summary.problems
+    problems.extend(source.missing())
+    if label_map is None:
+        problems.append(f"{source.root}: no label map for {source.name} (add it to the label_maps config)")
+
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    vols: dict[str, np.ndarray | None] = {}
+    for role, path, kind in (("raw", source.raw, "raw"), ("seg", source.seg, "label"), ("mask", source.mask, "label")):
+        if path.exists():
+            shapes[role], vols[role] = _stack_info(path, kind, problems)
+        else:
+            shapes[role], vols[role] = None, None
+    raw_shape = shapes.get("raw")
+    if vols.get("raw") is not None:
+        summary.dtype = str(vols["raw"].dtype)
+    summary.shape = raw_shape
+    for role, path in (("seg", source.seg), ("mask", source.mask)):
+        s = shapes.get(role)
+        if raw_shape is not None and s is not None and s != raw_shape:
+            what = "slice count" if s[0] != raw_shape[0] else "slice shape"
+            problems.append(
+                f"{path}: {what} mismatch: {role} is {s} (slices, y, x) but raw {source.raw} is {raw_shape}"
+            )
+
+    mask = vols.get("mask")
+    if mask is not None:
+        summary.label_values = [int(v) for v in np.unique(mask) if v != 0]
+        if label_map is not None:
+            summary.cleft_voxels = int(np.isin(mask, label_map.cleft_values).sum())
+            if summary.cleft_voxels == 0:
+                problems.append(
+                    f"{source.mask}: no cleft voxels (label values {label_map.cleft_values} of the label map "
+                    f"for {source.name}; found values {summary.label_values})"
+                )
+
+    if source.sheet.is_file():
+        try:
+            sheet = read_synapse_sheet(source.sheet)
+        except DataFormatError as err:
+            problems.append(str(err))
+            sheet = None
+        if sheet is not None:
+            summary.synapses = len(sheet)
+            seg = vols.get("seg")
+            shape = raw_shape or shapes.get("seg")
+            for _, row in sheet.iterrows():
+                for prefix in ("central", "side_1", "side_2"):
+                    p = sheet_point(row, prefix)
+                    if shape is not None and not all(0 <= c < s for c, s in zip(p, shape)):
+                        problems.append(
+                            f"{source.sheet}: synapse {row['Var1']!r}: {prefix} point (x, y, z) = "
+                            f"{p[::-1]} lies outside the volume (x, y, z) = {tuple(shape[::-1])}"
+                        )
+                    elif prefix != "central" and seg is not None and seg[p] == 0:
+                        problems.append(
+                            f"{source.sheet}: synapse {row['Var1']!r}: {prefix} point (x, y, z) = {p[::-1]} "
+                            f"lies on background (seg id 0) in {source.seg}"
+                        )
+    return summary
+
+
+def check_dataset(root: str | Path, label_maps: dict | None = None) -> CheckReport:
+    """Validate a dataset root.
+
+    Args:
+        root: the dataset root.
+        label_maps: label-map overrides merged into the default table.
+
+    Returns:
+        A :class:`CheckReport`; ``report.ok`` is False when any problem was found.
+    """
+    root = Path(root)
+    report = CheckReport(root=root)
+    try:
+        sources = find_bboxes(root, strict=False)
+    except DataFormatError as err:
+        report.problems.append(str(err))
+        return report
+    table = resolve_label_maps(label_maps)
+    from tqdm.auto import tqdm
+
+    for source in tqdm(sources, desc="checking bboxes", unit="bbox", disable=None):
+        try:
+            lm = label_map_for(source.number, table)
+        except KeyError:
+            lm = None
+        summary = check_bbox(source, lm)
+        report.bboxes.append(summary)
+        report.problems.extend(summary.problems)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m synclr_monai check DIR [--label-maps FILE]``: print the summary; exit 1 on problems."""
+    parser = argparse.ArgumentParser(prog="python -m synclr_monai check", description=__doc__)
+    parser.add_argument("root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx)")
+    parser.add_argument(
+        "--label-maps", type=Path, default=None, help="YAML/JSON file {bbox_number: {mito, vesicle, cleft, cleft2}}"
+    )
+    args = parser.parse_args(argv)
+    overrides = None
+    if args.label_maps is not None:
+        import yaml
+
+        overrides = yaml.safe_load(args.label_maps.read_text())
+    report = check_dataset(args.root, overrides)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
