@@ -1,0 +1,508 @@
+"""Synthetic 3-D EM synapse dataset in the lab's exact on-disk layout.
+
+``generate_dataset`` writes, for bbox N = 1..n (see ``/work/shared/DESIGN.md``)::
+
+    DIR/raw/bboxN/slice_001.tif ...   uint8 EM-like slices, one per z
+    DIR/seg/bboxN/slice_001.tif ...   uint16 (uint32 if needed) instance ids, 0 = extracellular
+    DIR/bbox_N/slice_001.tif ...      uint8 semantic masks with bbox N's default label values
+    DIR/bboxN.xlsx                    one row per synapse (Var1, central/side_1/side_2 coords as x, y, z)
+    DIR/synapse_types.csv             bbox_name, Var1, type: each synapse's ground-truth class
+
+Each bbox holds a warped-Voronoi neuropil background and ``synapses_per_bbox`` synapses, each in its
+own region of the bbox: a pre-synaptic bouton and a post-synaptic shaft or spine (perturbed
+ellipsoids with dark membranes) touching at a cleft (a flat or cup-shaped sheet), a vesicle cloud
+on the pre side, a post-synaptic density, and mitochondria with cristae. Four classes
+(:data:`~synclr_monai.data.synthetic_synapse.TYPE_NAMES`) differ in vesicle size/number, cleft
+extent/curvature, PSD thickness and a mitochondrion against the cleft; orientation (any 3-D cleft
+normal), position and sizes vary within a class. Which of ``side_1``/``side_2`` is pre-synaptic is
+random per synapse.
+
+The same seed gives byte-identical files: every bbox draws from its own
+``numpy.random.SeedSequence(seed).spawn`` stream, TIFFs carry no date, and the xlsx is re-packed
+with fixed document-property and zip-entry timestamps.
+
+The dataset is written into a hidden sibling folder and renamed into place at the end, so a reader
+never sees a half-written dataset (e.g. a bbox whose raw stack has fewer slices than its seg stack)
+and an interrupted run leaves no mixture of old and new slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import logging
+import os
+import re
+import shutil
+import sys
+import uuid
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+from scipy import ndimage
+from tqdm import tqdm
+
+from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
+from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions, smooth_noise
+from .synthetic_synapse import (
+    CRISTAE_VALUE,
+    MITO_MATRIX_VALUE,
+    MITO_MEMBRANE_VALUE,
+    SYNAPSE_TYPES,
+    TYPE_NAMES,
+    Synapse,
+    build_cells,
+    draw_synapse,
+    sample_synapse,
+)
+
+__all__ = ["SHEET_COLUMNS", "TYPES_COLUMNS", "TYPE_NAMES", "generate_bbox", "generate_dataset", "main"]
+
+logger = logging.getLogger(__name__)
+
+SHEET_COLUMNS: tuple[str, ...] = (
+    "Var1",
+    "central_coord_1",
+    "central_coord_2",
+    "central_coord_3",
+    "side_1_coord_1",
+    "side_1_coord_2",
+    "side_1_coord_3",
+    "side_2_coord_1",
+    "side_2_coord_2",
+    "side_2_coord_3",
+)
+TYPES_COLUMNS: tuple[str, ...] = ("bbox_name", "Var1", "type")
+
+BORDER_MARGIN = 10  # voxels between every cleft centre and the volume border
+CYTOPLASM_RANGE = (132.0, 165.0)  # per-cell mean intensity of cytoplasm
+MEMBRANE_VALUE = 70.0
+# fixed timestamp written into the xlsx (document properties and zip entries)
+FIXED_XLSX_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)
+_LAYOUT_ENTRY = re.compile(r"^(raw|seg|synapse_types\.csv|bbox_\d+|bbox\d+\.xlsx)$")
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"shape must be three integers (Z, Y, X), got {shape!r}") from err
+    if len(out) != 3 or any(s != float(t) for s, t in zip(out, shape)):
+        raise ValueError(f"shape must be three integers (Z, Y, X), got {shape!r}")
+    if min(out) < 2 * BORDER_MARGIN + 1:
+        raise ValueError(
+            f"shape {out} is too small: each axis needs at least {2 * BORDER_MARGIN + 1} voxels "
+            f"(cleft centres keep {BORDER_MARGIN} voxels from the border)"
+        )
+    return out
+
+
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _label_map(number: int) -> LabelMap:
+    try:
+        return label_map_for(number)
+    except KeyError as err:
+        raise ValueError(
+            f"bbox{number} has no default label map (defaults exist for bbox "
+            f"{min(DEFAULT_LABEL_MAPS)}..{max(DEFAULT_LABEL_MAPS)}), so its masks cannot be written"
+        ) from err
+
+
+def _default_types(number: int, count: int, rng: np.random.Generator) -> list[str]:
+    """Classes of a bbox's synapses: cycling through the classes across bboxes, order shuffled.
+
+    Cycling (offset by the bbox number) guarantees every class occurs once at least
+    ``len(TYPE_NAMES)`` synapses are generated in total, even with one synapse per bbox.
+    """
+    start = (number - 1) * count
+    names = [TYPE_NAMES[(start + j) % len(TYPE_NAMES)] for j in range(count)]
+    return [names[i] for i in rng.permutation(count)]
+
+
+# ----------------------------------------------------------------------------------------------
+# one bbox in memory
+
+
+def _place_centre(region, scale: float, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """A cleft centre inside ``region`` with room for the cells, ``BORDER_MARGIN`` from the border."""
+    slack = np.maximum(0.0, region.extent / 2.0 - 1.05 * scale)  # extra room in long regions
+    jitter = rng.uniform(-1, 1, 3) * slack + rng.uniform(-0.06, 0.06, 3) * scale
+    centre = np.rint(region.centre + jitter).astype(int)
+    return np.clip(centre, BORDER_MARGIN, np.asarray(shape) - 1 - BORDER_MARGIN)
+
+
+def _synapse_window(centre: np.ndarray, region, scale: float) -> tuple[slice, slice, slice]:
+    """The slices a synapse may draw in: a cube around its centre, clipped to its region."""
+    half = int(np.ceil(1.1 * scale))
+    return tuple(
+        slice(max(lo, int(c) - half), min(hi, int(c) + half + 1)) for c, lo, hi in zip(centre, region.lo, region.hi)
+    )
+
+
+def _neuropil_mitochondria(
+    seg: np.ndarray, raw: np.ndarray, mito: np.ndarray, first_id: int, scale: float, rng: np.random.Generator
+) -> None:
+    """Scatter mitochondria in background cells (ids >= ``first_id``), each kept inside its cell."""
+    shape = np.asarray(seg.shape)
+    count = rng.poisson(seg.size / 40000.0)
+    base = float(np.clip(0.13 * scale, 2.2, 5.0))
+    for _ in range(count):
+        centre = rng.uniform(0, 1, 3) * (shape - 1)
+        radius = base * rng.uniform(0.8, 1.2)
+        half_length = radius * rng.uniform(1.2, 3.0)
+        axis = rng.standard_normal(3)
+        cell = int(seg[tuple(np.rint(centre).astype(int))])
+        if cell < first_id:
+            continue
+        reach = int(np.ceil(half_length + radius + 2))
+        win = tuple(slice(max(0, int(c) - reach), min(int(s), int(c) + reach + 1)) for c, s in zip(centre, shape))
+        body, membrane, cristae = mito_structure(win, centre, axis, half_length, radius, rng)
+        full = int(body.sum())
+        body &= ndimage.distance_transform_edt(seg[win] == cell) > 1.5
+        if body.sum() < 0.6 * full:  # does not fit in its cell: skip rather than draw a stump
+            continue
+        raw_w = raw[win]
+        raw_w[body] = MITO_MATRIX_VALUE
+        raw_w[body & cristae] = CRISTAE_VALUE
+        raw_w[body & (membrane | ~ndimage.binary_erosion(body))] = MITO_MEMBRANE_VALUE
+        mito[win] |= body
+
+
+def generate_bbox(
+    number: int,
+    shape: Sequence[int] = (64, 128, 128),
+    synapses_per_bbox: int = 4,
+    rng: np.random.Generator | int | None = None,
+    types: Sequence[str] | None = None,
+) -> dict:
+    """Generate one synthetic bbox in memory.
+
+    Args:
+        number: the bbox number N (1..7: selects the default label map of its masks).
+        shape: volume shape ``(Z, Y, X)``.
+        synapses_per_bbox: synapses to place (each gets its own region of the volume).
+        rng: a ``numpy.random.Generator`` or a seed.
+        types: class of each synapse (names from ``TYPE_NAMES``); default: the classes cycle with
+            the synapse's position in the dataset (bbox number, then index), so every class occurs
+            once ``len(TYPE_NAMES)`` synapses exist, in a shuffled order within the bbox.
+
+    Returns:
+        A dict with
+        ``name`` (``"bboxN"``), ``number``, ``label_map`` (:class:`LabelMap`),
+        ``raw`` (uint8 ``[Z, Y, X]``), ``seg`` (uint16/uint32 ``[Z, Y, X]`` instance ids, 0 =
+        extracellular), ``mask`` (uint8 ``[Z, Y, X]`` with the label map's values),
+        ``sheet`` (DataFrame with ``SHEET_COLUMNS``; coordinates are ``(x, y, z)``),
+        ``types`` (list of class names, one per sheet row), ``pre_side`` (list of 1 or 2: which
+        side point lies in the pre-synaptic cell), ``pre_ids`` / ``post_ids`` (lists of the
+        partners' seg ids) and ``synapses`` (DataFrame ``Var1, type, pre_side, pre_id, post_id,
+        n_vesicles``).
+
+    Raises:
+        ValueError: for a bbox number without a default label map, a bad shape or count, unknown
+            types, or when the synapses do not fit in the shape.
+    """
+    label_map = _label_map(int(number))
+    shape = _check_shape(shape)
+    count = _check_positive_int(synapses_per_bbox, "synapses_per_bbox")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if types is None:
+        types = _default_types(int(number), count, rng)
+    types = list(types)
+    if len(types) != count or any(t not in SYNAPSE_TYPES for t in types):
+        raise ValueError(f"types must be {count} names from {TYPE_NAMES}, got {types!r}")
+
+    regions, scale = plan_regions(shape, count, rng, border_margin=BORDER_MARGIN)
+
+    # background neuropil; synapse cells get ids 1..2K (shuffled), background cells follow
+    neuropil = neuropil_partition(shape, float(np.clip(0.9 * scale, 10.0, 40.0)), rng)
+    first_background = 2 * count + 1
+    n_ids = int(neuropil.max()) + first_background
+    seg = np.where(neuropil > 0, neuropil + (first_background - 1), 0)
+    seg = seg.astype(np.uint16 if n_ids <= np.iinfo(np.uint16).max else np.uint32)
+    del neuropil
+    cell_ids = rng.permutation(2 * count) + 1
+
+    synapses: list[Synapse] = []
+    for j, (region, tname) in enumerate(zip(regions, types)):
+        centre = _place_centre(region, scale, shape, rng)
+        syn = sample_synapse(SYNAPSE_TYPES[tname], centre, _synapse_window(centre, region, scale), scale, rng)
+        syn.pre_id, syn.post_id = int(cell_ids[2 * j]), int(cell_ids[2 * j + 1])
+        build_cells(syn, rng)
+        seg_w = seg[syn.window]
+        seg_w[syn.post_mask] = syn.post_id
+        seg_w[syn.pre_mask] = syn.pre_id
+        synapses.append(syn)
+
+    # cytoplasm gray per cell, dark membranes on every cell wall and in the extracellular gaps
+    lut = rng.uniform(*CYTOPLASM_RANGE, size=n_ids + 1).astype(np.float32)
+    lut[0] = MEMBRANE_VALUE
+    raw = lut[seg]
+    walls = label_boundaries(seg)
+    raw[walls] = MEMBRANE_VALUE + rng.normal(0.0, 6.0, int(walls.sum())).astype(np.float32)
+    del walls
+
+    labels = {k: np.zeros(shape, bool) for k in ("mito", "vesicle", "cleft", "cleft2_half")}
+    for syn in synapses:
+        draw_synapse(syn, raw, labels, rng)
+    _neuropil_mitochondria(seg, raw, labels["mito"], first_background, scale, rng)
+
+    # EM look: granular texture, uneven illumination, point-spread blur, noise, per-bbox contrast
+    grain = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.0)
+    raw += np.float32(9.0 / max(float(grain.std()), 1e-6)) * grain
+    del grain
+    raw += 7.0 * smooth_noise(shape, max(16.0, min(shape) / 2.0), rng)
+    raw = ndimage.gaussian_filter(raw, rng.uniform(0.6, 0.9))
+    contrast, brightness = rng.uniform(0.85, 1.15), rng.uniform(-12.0, 12.0)
+    raw = (raw - 128.0) * np.float32(contrast) + np.float32(128.0 + brightness)
+    raw += rng.normal(0.0, rng.uniform(6.0, 10.0), shape).astype(np.float32)
+    raw = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+
+    mask = np.zeros(shape, np.uint8)
+    mask[labels["mito"]] = label_map.mito
+    mask[labels["vesicle"]] = label_map.vesicle
+    mask[labels["cleft"]] = label_map.cleft
+    mask[labels["cleft"] & labels["cleft2_half"]] = label_map.cleft2
+
+    rows, info = [], []
+    for j, syn in enumerate(synapses):
+        var1 = f"{'spine' if syn.post_kind == 'spine' else 'non_spine'}_synapse_{j + 1:03d}"
+        pre_side = int(rng.integers(1, 3))
+        side_1, side_2 = (syn.pre_point, syn.post_point) if pre_side == 1 else (syn.post_point, syn.pre_point)
+        # sheet coordinates are (x, y, z); the arrays are indexed [z, y, x]
+        rows.append([var1, *syn.centre[::-1].tolist(), *side_1[::-1].tolist(), *side_2[::-1].tolist()])
+        info.append([var1, syn.stype.name, pre_side, syn.pre_id, syn.post_id, syn.n_vesicles])
+    sheet = pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
+    sheet[list(SHEET_COLUMNS[1:])] = sheet[list(SHEET_COLUMNS[1:])].astype(np.int64)
+    table = pd.DataFrame(info, columns=["Var1", "type", "pre_side", "pre_id", "post_id", "n_vesicles"])
+    return {
+        "name": f"bbox{number}",
+        "number": int(number),
+        "label_map": label_map,
+        "raw": raw,
+        "seg": seg,
+        "mask": mask,
+        "sheet": sheet,
+        "types": table["type"].tolist(),
+        "pre_side": table["pre_side"].tolist(),
+        "pre_ids": table["pre_id"].tolist(),
+        "post_ids": table["post_id"].tolist(),
+        "synapses": table,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def _write_stack(folder: Path, volume: np.ndarray) -> None:
+    """One TIFF per z, named ``slice_001.tif`` ... (zero padded to max(3, digits of Z))."""
+    folder.mkdir(parents=True)
+    width = max(3, len(str(volume.shape[0])))
+    for z in range(volume.shape[0]):
+        # metadata=None: no JSON description; tifffile writes no DateTime tag unless asked
+        tifffile.imwrite(folder / f"slice_{z + 1:0{width}d}.tif", volume[z], photometric="minisblack", metadata=None)
+
+
+def _deterministic_xlsx(data: bytes) -> bytes:
+    """Re-pack an xlsx with fixed timestamps so that equal content gives equal bytes.
+
+    openpyxl stamps the save time into ``docProps/core.xml`` (created/modified) and every zip entry
+    carries the current time; both are replaced by :data:`FIXED_XLSX_TIME`.
+    """
+    from openpyxl.packaging.core import DocumentProperties
+    from openpyxl.xml.functions import fromstring, tostring
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            payload = src.read(item.filename)
+            if item.filename == "docProps/core.xml":
+                props = DocumentProperties.from_tree(fromstring(payload))
+                props.created = props.modified = FIXED_XLSX_TIME
+                payload = tostring(props.to_tree())
+            entry = zipfile.ZipInfo(item.filename, date_time=FIXED_XLSX_TIME.timetuple()[:6])
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = item.external_attr
+            dst.writestr(entry, payload)
+    return out.getvalue()
+
+
+def _write_sheet(path: Path, sheet: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="openpyxl") as writer:
+        sheet.to_excel(writer, index=False, sheet_name="Sheet1")
+    path.write_bytes(_deterministic_xlsx(buf.getvalue()))
+
+
+def _write_bbox(root: Path, bbox: dict) -> None:
+    number, name = bbox["number"], bbox["name"]
+    _write_stack(root / "raw" / name, bbox["raw"])
+    _write_stack(root / "seg" / name, bbox["seg"])
+    _write_stack(root / f"bbox_{number}", bbox["mask"])
+    _write_sheet(root / f"{name}.xlsx", bbox["sheet"])
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to clobber anything but an empty folder or (with ``overwrite``) an earlier synthetic dataset."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a directory")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a generated dataset"
+        )
+    foreign = [e for e in entries if not _LAYOUT_ENTRY.match(e)]
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir} holds entries that are not part of a synthetic dataset ({', '.join(foreign[:5])}); "
+            "refusing to replace it"
+        )
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    n_bboxes: int = 2,
+    shape: Sequence[int] = (64, 128, 128),
+    synapses_per_bbox: int = 4,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Write a synthetic dataset in the lab's layout (see the module docstring).
+
+    Args:
+        out_dir: dataset root to create (must not exist, or be empty).
+        n_bboxes: number of bboxes, 1..7 (bboxes past 7 have no default label map).
+        shape: ``(Z, Y, X)`` of every bbox.
+        synapses_per_bbox: synapses in each bbox.
+        seed: non-negative integer; equal seeds give byte-identical files.
+        overwrite: replace an existing dataset folder (only one holding nothing but layout entries).
+        progress: show a progress bar over bboxes and print each bbox written.
+
+    Returns:
+        The ``synapse_types.csv`` table (``bbox_name, Var1, type``).
+
+    Raises:
+        ValueError: for bad arguments, including ``n_bboxes > 7`` and synapses that do not fit.
+        FileExistsError: if ``out_dir`` is a non-empty folder and ``overwrite`` is not set (or
+            it holds files the generator did not write).
+    """
+    n_bboxes = _check_positive_int(n_bboxes, "n_bboxes")
+    if n_bboxes > max(DEFAULT_LABEL_MAPS):
+        raise ValueError(
+            f"n_bboxes={n_bboxes}: the default label maps cover bbox1..bbox{max(DEFAULT_LABEL_MAPS)} only "
+            "(the masks of later bboxes would have no label values)"
+        )
+    shape = _check_shape(shape)
+    count = _check_positive_int(synapses_per_bbox, "synapses_per_bbox")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    plan_regions(shape, count, np.random.default_rng(0), border_margin=BORDER_MARGIN)  # fail before writing
+    out_dir = Path(out_dir)
+    _check_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    # one independent stream per bbox: bbox N is the same whatever n_bboxes is
+    streams = np.random.SeedSequence(int(seed)).spawn(n_bboxes)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    rows = []
+    try:
+        bar = tqdm(range(1, n_bboxes + 1), desc="synth", unit="bbox", disable=not progress)
+        for number in bar:
+            bbox = generate_bbox(number, shape, count, np.random.default_rng(streams[number - 1]))
+            _write_bbox(tmp, bbox)
+            rows += [(bbox["name"], v, t) for v, t in zip(bbox["sheet"]["Var1"], bbox["types"])]
+            message = (
+                f"{bbox['name']}: {shape[0]} slices of {shape[1]}x{shape[2]}, {count} synapses -> "
+                f"{out_dir / 'raw' / bbox['name']}, {out_dir / 'seg' / bbox['name']}, "
+                f"{out_dir / f'bbox_{number}'}, {out_dir / (bbox['name'] + '.xlsx')}"
+            )
+            if progress:
+                bar.write(message)
+            logger.info(message)
+        types = pd.DataFrame(rows, columns=list(TYPES_COLUMNS))
+        types.to_csv(tmp / "synapse_types.csv", index=False, lineterminator="\n")
+        if out_dir.exists():  # empty, or an earlier dataset being replaced: swap, then delete it
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return types
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m synclr_monai synth",
+        description="Write a synthetic EM synapse dataset in the lab's layout (raw/, seg/, bbox_N/, bboxN.xlsx) "
+        "plus synapse_types.csv.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
+    parser.add_argument("--bboxes", type=int, default=2, help="number of bboxes, 1..7 (default 2)")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=[64, 128, 128], metavar=("Z", "Y", "X"), help="bbox shape"
+    )
+    parser.add_argument("--synapses-per-bbox", type=int, default=4, help="synapses per bbox (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing generated dataset")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m synclr_monai synth``: parse ``argv``, write the dataset, return the exit code.
+
+    Args:
+        argv: arguments after ``synth``.
+
+    Returns:
+        0 on success, 2 for bad arguments or an existing output folder.
+    """
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as stop:  # argparse exits on --help and on errors; return its code instead
+        return int(stop.code or 0)
+    try:
+        types = generate_dataset(
+            args.out,
+            n_bboxes=args.bboxes,
+            shape=args.shape,
+            synapses_per_bbox=args.synapses_per_bbox,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    except (ValueError, FileExistsError) as err:
+        print(f"synth: error: {err}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{name} {n}" for name, n in types["type"].value_counts().sort_index().items())
+    print(f"wrote {args.bboxes} bboxes with {len(types)} synapses ({counts}) to {args.out}")
+    print(f"ground-truth classes: {args.out / 'synapse_types.csv'}")
+    return 0
