@@ -5,6 +5,7 @@ Commands
 synth     write a synthetic EM dataset in the lab's on-disk layout
 check     validate a dataset root and print a per-bbox summary
 evaluate  kNN / linear-probe evaluation of an embeddings file, with plots
+finetune  cleft segmentation from the pretrained encoder versus from scratch (Dice of both)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COMMANDS = {
     "synth": "synclr_monai.data.synthetic:main",
     "check": "synclr_monai.data.checks:main",
     "evaluate": "synclr_monai.evaluation.cli:main",
+    "finetune": "synclr_monai.evaluation.finetune:main",
 }
 
 
