@@ -1,0 +1,228 @@
+"""Online evaluation during training: kNN accuracy of the encoder on a small labelled set.
+
+Every ``interval_epochs`` epochs the handler embeds a fixed set of labelled cubes with the current
+encoder (eval mode, no gradients; the previous train/eval mode is restored afterwards) and writes
+the cross-validated kNN accuracy (cosine) to ``engine.state.metrics[metric_name]`` and the log, where
+the stats/W&B handlers pick it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from synclr_monai.evaluation.embeddings import compute_embeddings
+from synclr_monai.evaluation.metrics import knn_accuracy
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["EmbeddingEvalHandler", "labelled_cubes_from_dataset"]
+
+
+def _unwrap(network: nn.Module | None) -> nn.Module | None:
+    """The model inside a DistributedDataParallel / DataParallel wrapper."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return network.module if isinstance(network, wrappers) else network
+
+
+class EmbeddingEvalHandler:
+    """Ignite handler writing the kNN accuracy of the current encoder on a labelled set.
+
+    Under DDP every rank evaluates (the set is small, and the unwrapped module's eval-mode forward
+    needs no collective, so ranks cannot deadlock); every rank then holds the same metric.
+
+    Args:
+        cubes: ``[N, C, S, S, S]`` labelled cubes (array or tensor; kept on the CPU, moved per batch).
+        labels: ``[N]`` class of each cube.
+        interval_epochs: evaluate every this many epochs (at ``EPOCH_COMPLETED``).
+        k: kNN neighbours.
+        cv: stratified folds (or ``"loo"``) of the kNN estimate.
+        batch_size: cubes per forward pass.
+        encode_fn: maps ``[B, C, S, S, S]`` to ``[B, F]`` features; default ``engine.network.encode``
+            (unwrapping DDP's ``.module``).
+        metric_name: key in ``engine.state.metrics``.
+        amp: mixed-precision forward pass.
+        exec_at_start: also evaluate once when the run starts (the untrained encoder's baseline).
+        logger_name: name of the logger the result goes to.
+
+    Raises:
+        ValueError: if cubes are not 5-D, labels do not match them, ``interval_epochs`` < 1, or the
+            labels do not allow cross-validation (fewer than two classes, or a class of one).
+    """
+
+    def __init__(
+        self,
+        cubes: torch.Tensor | np.ndarray,
+        labels: Sequence | np.ndarray,
+        interval_epochs: int = 1,
+        k: int = 5,
+        cv: int | str = 5,
+        batch_size: int = 16,
+        encode_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        metric_name: str = "knn_accuracy",
+        amp: bool = False,
+        exec_at_start: bool = False,
+        logger_name: str = "synclr_monai.handlers.embedding_eval",
+    ) -> None:
+        self.cubes = torch.as_tensor(cubes, dtype=torch.float32)
+        self.labels = np.asarray(labels)
+        if self.cubes.ndim != 5:
+            raise ValueError(f"cubes must be [N, C, S, S, S], got shape {tuple(self.cubes.shape)}")
+        if self.labels.ndim != 1 or len(self.labels) != len(self.cubes):
+            raise ValueError(f"labels must be [N] with N = {len(self.cubes)}, got shape {self.labels.shape}")
+        classes, counts = np.unique(self.labels, return_counts=True)
+        if len(classes) < 2 or counts.min() < 2:
+            sizes = dict(zip(classes.tolist(), counts.tolist()))
+            raise ValueError(f"the labelled set needs at least two classes with two members each, got {sizes}")
+        if interval_epochs < 1:
+            raise ValueError(f"interval_epochs must be >= 1, got {interval_epochs}")
+        self.interval_epochs = interval_epochs
+        self.k = k
+        self.cv = cv
+        self.batch_size = batch_size
+        self.encode_fn = encode_fn
+        self.metric_name = metric_name
+        self.amp = amp
+        self.exec_at_start = exec_at_start
+        self.logger = logging.getLogger(logger_name)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset_dir: str | os.PathLike,
+        labels_csv: str | os.PathLike,
+        cube_size: int,
+        cache_dir: str | os.PathLike | None = None,
+        label_maps: Mapping | None = None,
+        label_column: str | None = None,
+        **kwargs: Any,
+    ) -> EmbeddingEvalHandler:
+        """Build the handler from a dataset root and a labels CSV (convenient in bundle configs).
+
+        Args:
+            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column: see
+                :func:`labelled_cubes_from_dataset`.
+            kwargs: the remaining ``EmbeddingEvalHandler`` arguments.
+
+        Returns:
+            The handler.
+        """
+        cubes, labels = labelled_cubes_from_dataset(
+            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column
+        )
+        return cls(cubes, labels, **kwargs)
+
+    def attach(self, engine: Engine) -> None:
+        """Register the evaluation on ``engine`` every ``interval_epochs`` epochs.
+
+        Args:
+            engine: the trainer (an Ignite ``Engine``, e.g. MONAI's ``SupervisedTrainer``).
+        """
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval_epochs), self)
+        if self.exec_at_start:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def _device(self, engine: Engine, network: nn.Module | None) -> torch.device:
+        device = getattr(engine.state, "device", None)
+        if device is not None:
+            return torch.device(device)
+        if network is not None:
+            param = next(network.parameters(), None)
+            if param is not None:
+                return param.device
+        return torch.device("cpu")
+
+    def __call__(self, engine: Engine) -> float:
+        """Embed the labelled set, score it and record the score.
+
+        Args:
+            engine: the trainer.
+
+        Returns:
+            The kNN accuracy (mean over folds).
+
+        Raises:
+            AttributeError: if no ``encode_fn`` was given and ``engine.network`` has no ``encode``.
+        """
+        network = _unwrap(getattr(engine, "network", None))
+        encode = self.encode_fn
+        if encode is None:
+            if network is None or not hasattr(network, "encode"):
+                raise AttributeError(
+                    "EmbeddingEvalHandler needs encode_fn, or an engine.network with an encode() method"
+                )
+            encode = network.encode
+        was_training = network.training if network is not None else False
+        try:
+            if network is not None:
+                network.eval()
+            _, vectors = compute_embeddings(
+                encode,
+                self.cubes,
+                batch_size=self.batch_size,
+                device=self._device(engine, network),
+                amp=self.amp,
+                progress=False,
+            )
+        finally:
+            # Training continues right after this handler: BN/dropout must be back in train mode.
+            if network is not None:
+                network.train(was_training)
+        score = knn_accuracy(vectors, self.labels, k=self.k, metric="cosine", cv=self.cv)
+        engine.state.metrics[self.metric_name] = score.mean
+        self.logger.info(
+            "epoch %d: %s = %.4f ± %.4f (N=%d)",
+            engine.state.epoch,
+            self.metric_name,
+            score.mean,
+            score.std,
+            len(self.labels),
+        )
+        return score.mean
+
+
+def labelled_cubes_from_dataset(
+    dataset_dir: str | os.PathLike,
+    labels_csv: str | os.PathLike,
+    cube_size: int,
+    cache_dir: str | os.PathLike | None = None,
+    label_maps: Mapping | None = None,
+    label_column: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the cube of every labelled synapse of a dataset.
+
+    Args:
+        dataset_dir: dataset root in the lab's layout.
+        labels_csv: CSV with ``bbox_name``, ``Var1`` and a label column (e.g. ``synapse_types.csv``).
+        cube_size: edge length S of the cubes.
+        cache_dir: HDF5 bbox cache folder.
+        label_maps: label-map overrides.
+        label_column: the label column (default: ``type`` or the only other column).
+
+    Returns:
+        ``(cubes float32 [N, 3, S, S, S], labels [N] str)`` in dataset order.
+
+    Raises:
+        FileNotFoundError: if the dataset folder or the labels file does not exist.
+        ValueError: if the labels file is malformed or names synapses the dataset does not have.
+    """
+    # Imported lazily: evaluation.embeddings imports the data reader only when cubes are cut.
+    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.evaluation.labels import read_labels
+
+    table = read_labels(labels_csv, label_column)
+    lookup = {(b, v): lab for b, v, lab in zip(table["bbox_name"], table["Var1"], table["label"])}
+    cubes, labels = [], []
+    for name, var1, cube in iter_dataset_cubes(dataset_dir, cube_size, cache_dir, label_maps, ids=table):
+        cubes.append(np.asarray(cube, dtype=np.float32))
+        labels.append(lookup[(name, var1)])
+    return np.stack(cubes), np.asarray(labels, dtype=str)
