@@ -1,0 +1,105 @@
+"""Two-view pairing: one cube in, two independently augmented views out (the per-sample MONAI path)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform
+
+from .config import AugmentConfig
+from .functional import apply_view_params, as_float_tensor, check_cube
+from .params import TwoViewParams, sample_two_view_params
+
+__all__ = ["RandTwoViewd"]
+
+
+class RandTwoViewd(RandomizableTransform, MapTransform):
+    """Copy the cube ``data[key]`` into two views and augment them independently.
+
+    Stream A (rotation in a random plane, raw-channel scale-and-shift, raw-channel blur) is drawn
+    independently for both views; stream B (crop and resize back, cleft dropout) only for the second.
+    The parameters are drawn with :func:`~synclr_monai.transforms.params.sample_two_view_params` from
+    ``self.R`` and applied with MONAI's deterministic transforms
+    (:func:`~synclr_monai.transforms.functional.apply_view_params`), so that the same parameters can be
+    replayed by the batched path or checked by mask-aware sampling before being applied.
+
+    With ``materialize=False`` the views are not computed: the cube stays under ``key`` and the drawn
+    parameters are written to ``params_key`` (``{"view1": {...}, "view2": {...}}`` of small arrays, which a
+    DataLoader collates), for :class:`~synclr_monai.transforms.batched.BatchedTwoViewAugment` to apply
+    on the GPU.
+
+    Args:
+        keys: the key of the cube (exactly one).
+        config: probabilities and ranges (an :class:`AugmentConfig`, a mapping of its fields, or None
+            for the lab defaults).
+        view_keys: output keys of the two views.
+        params_key: output key of the parameters when ``materialize`` is False.
+        materialize: compute the views (True) or only draw their parameters (False).
+        delete_source: drop ``data[key]`` once the views are computed.
+        allow_missing_keys: don't raise for a missing key.
+
+    Raises:
+        ValueError: more than one key.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        config: AugmentConfig | Mapping[str, Any] | None = None,
+        view_keys: tuple[str, str] = ("view1", "view2"),
+        params_key: str = "view_params",
+        materialize: bool = True,
+        delete_source: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandTwoViewd: expected exactly one key, got {self.keys}")
+        if len(view_keys) != 2:
+            raise ValueError(f"RandTwoViewd: view_keys must name two outputs, got {view_keys}")
+        self.config = AugmentConfig.from_any(config)
+        self.view_keys = tuple(view_keys)
+        self.params_key = params_key
+        self.materialize = materialize
+        self.delete_source = delete_source
+        self.params: TwoViewParams | None = None
+
+    def randomize(self, cube_size: int) -> TwoViewParams:  # type: ignore[override]
+        """Draw both views' parameters for one cube of edge ``cube_size``; also kept in ``self.params``."""
+        self.params = sample_two_view_params(self.R, 1, int(cube_size), self.config)
+        return self.params
+
+    def apply(self, d: dict, params: TwoViewParams) -> dict:
+        """Write the views (or the parameters) of ``d[key]`` for fixed ``params`` into ``d``.
+
+        Args:
+            d: the data dict (modified and returned).
+            params: length-1 parameters, e.g. from :meth:`randomize`.
+
+        Returns:
+            ``d``.
+        """
+        key = self.keys[0]
+        cube = d[key]
+        check_cube(cube, f"RandTwoViewd: data[{key!r}]", channels=3)
+        if self.materialize:
+            d[self.view_keys[0]] = apply_view_params(cube, params.view1)
+            d[self.view_keys[1]] = apply_view_params(cube, params.view2)
+            if self.delete_source:
+                del d[key]
+        else:
+            d[key] = as_float_tensor(cube)
+            # a length-1 sample's parameters without the batch axis, so collation adds it back
+            d[self.params_key] = {v: {n: a[0] for n, a in p.items()} for v, p in params.to_dict().items()}
+        return d
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        params = self.randomize(d[keys[0]].shape[1])
+        return self.apply(d, params)
