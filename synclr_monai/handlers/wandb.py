@@ -1,0 +1,179 @@
+"""Weights & Biases logging through Ignite's ``WandBLogger``: offline unless asked otherwise, rank 0 only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+from synclr_monai.handlers.utils import is_main_process, iteration_step
+
+__all__ = ["WANDB_MODES", "WandBHandler", "attach_wandb", "resolve_wandb_mode"]
+
+#: accepted W&B modes.
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def resolve_wandb_mode(mode: str | None = None) -> str:
+    """The W&B mode to use: ``mode`` if given, else the ``WANDB_MODE`` environment variable, else offline.
+
+    Offline is the default because training machines often have no internet access; the run directory can
+    be uploaded later with ``wandb sync``.
+
+    Args:
+        mode: ``"offline"``, ``"online"``, ``"disabled"`` or ``None``.
+
+    Returns:
+        the mode.
+
+    Raises:
+        ValueError: for any other mode (from the argument or the environment).
+    """
+    chosen = mode if mode is not None else os.environ.get("WANDB_MODE") or "offline"
+    if chosen not in WANDB_MODES:
+        source = "mode" if mode is not None else "WANDB_MODE"
+        raise ValueError(f"{source} must be one of {WANDB_MODES}, got {chosen!r}.")
+    return chosen
+
+
+class WandBHandler:
+    """Log the trainer's per-iteration output and per-epoch metrics to W&B, from rank 0 only.
+
+    Per iteration (every ``log_every``): ``train/loss``, ``train/lr``, ``train/top1`` (``output_keys``); per
+    epoch: every entry of ``engine.state.metrics`` (e.g. ``train/epoch_loss``, ``train/fallback_count``). The
+    W&B step is the engine's iteration. On other ranks, ``attach`` does nothing and no run is created.
+    The run is finished when training completes or fails.
+
+    Args:
+        project: W&B project.
+        mode: ``"offline"`` / ``"online"`` / ``"disabled"``; ``None``: ``$WANDB_MODE`` or ``"offline"``.
+        config: the run's configuration (hyper-parameters) to record.
+        dir: parent directory of the local ``wandb/`` run folder (created if needed).
+        name: run name.
+        log_every: log the output every this many iterations.
+        output_keys: keys of ``engine.state.output`` to log (those present).
+        tag: prefix of the logged names.
+        init_kwargs: more ``wandb.init`` arguments (``entity``, ``tags``, ``id``, ``resume``...).
+
+    Raises:
+        ValueError: for an invalid ``mode`` or ``log_every``.
+    """
+
+    def __init__(
+        self,
+        project: str = "synclr-monai",
+        mode: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dir: str | Path | None = None,
+        name: str | None = None,
+        log_every: int = 1,
+        output_keys: Sequence[str] = ("loss", "lr", "top1"),
+        tag: str = "train",
+        **init_kwargs: Any,
+    ) -> None:
+        if log_every < 1:
+            raise ValueError(f"log_every must be positive, got {log_every}.")
+        if mode is not None:
+            resolve_wandb_mode(mode)  # fail at construction, not at the start of training
+        self.project = project
+        self.mode = mode
+        self.config = dict(config) if config is not None else None
+        self.dir = None if dir is None else Path(dir)
+        self.name = name
+        self.log_every = log_every
+        self.output_keys = tuple(output_keys)
+        self.tag = tag
+        self.init_kwargs = init_kwargs
+        self.logger: Any = None  # the ignite WandBLogger, on rank 0 once attached
+
+    def _select(self, output: Any) -> dict[str, Any]:
+        if not isinstance(output, Mapping):
+            return {}
+        return {key: output[key] for key in self.output_keys if key in output}
+
+    def attach(self, engine: Engine) -> None:
+        """Start the W&B run (rank 0) and register the logging on ``engine``.
+
+        Args:
+            engine: the trainer.
+        """
+        if not is_main_process():
+            return
+        from ignite.handlers.wandb_logger import WandBLogger
+
+        kwargs: dict[str, Any] = {"project": self.project, "mode": resolve_wandb_mode(self.mode), **self.init_kwargs}
+        if self.config is not None:
+            kwargs["config"] = self.config
+        if self.name is not None:
+            kwargs["name"] = self.name
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            kwargs["dir"] = str(self.dir)
+        self.logger = WandBLogger(**kwargs)
+        self.logger.attach_output_handler(
+            engine,
+            event_name=Events.ITERATION_COMPLETED(every=self.log_every),
+            tag=self.tag,
+            output_transform=self._select,
+            global_step_transform=iteration_step,
+        )
+        self.logger.attach_output_handler(
+            engine,
+            event_name=Events.EPOCH_COMPLETED,
+            tag=self.tag,
+            metric_names="all",
+            global_step_transform=iteration_step,
+        )
+        engine.add_event_handler(Events.COMPLETED, self.close)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._close_and_reraise)
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The local run directory (rank 0, while the run is open), else ``None``."""
+        run = getattr(self.logger, "run", None) if self.logger is not None else None
+        return None if run is None else Path(run.dir).parent
+
+    def close(self, engine: Engine | None = None, exit_code: int = 0) -> None:
+        """Finish the W&B run (idempotent).
+
+        Args:
+            engine: the engine (unused; lets this be an event handler).
+            exit_code: 0 for success.
+        """
+        if self.logger is not None:
+            self.logger.finish(exit_code=exit_code)
+            self.logger = None
+
+    def _close_and_reraise(self, engine: Engine, error: BaseException) -> None:
+        # Ignite stops re-raising once an EXCEPTION_RAISED handler exists, so re-raise after closing.
+        self.close(engine, exit_code=1)
+        raise error
+
+
+def attach_wandb(
+    trainer: Engine,
+    project: str = "synclr-monai",
+    mode: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    dir: str | Path | None = None,
+    **kwargs: Any,
+) -> WandBHandler:
+    """Create a :class:`WandBHandler` and attach it to ``trainer``.
+
+    Args:
+        trainer: the trainer.
+        project: W&B project.
+        mode: see :func:`resolve_wandb_mode`.
+        config: the run's configuration.
+        dir: parent of the local ``wandb/`` folder.
+        kwargs: more :class:`WandBHandler` arguments.
+
+    Returns:
+        the attached handler (its ``logger`` is ``None`` on ranks other than 0).
+    """
+    handler = WandBHandler(project=project, mode=mode, config=config, dir=dir, **kwargs)
+    handler.attach(trainer)
+    return handler
