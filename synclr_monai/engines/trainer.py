@@ -129,6 +129,8 @@ class ContrastiveTrainer(SupervisedTrainer):
             DDP ranks, so all skip together); with a gradient scaler this is the scaler's own behaviour.
         view_keys: batch keys of the two views.
         image_key: batch key of the cubes for ``batch_augment``.
+        params_key: batch key of view parameters drawn by the dataset (``ContrastiveCubeDataset(views=False)``
+            puts them under ``"view_params"``); when present they are passed to ``batch_augment(cubes, params)``.
         non_blocking: asynchronous host-to-device copies.
         iteration_update: replaces :meth:`_iteration` (see ``SupervisedTrainer``).
         postprocessing: see ``SupervisedTrainer``.
@@ -168,6 +170,7 @@ class ContrastiveTrainer(SupervisedTrainer):
         skip_non_finite: bool = True,
         view_keys: Sequence[str] = ("view1", "view2"),
         image_key: str = "image",
+        params_key: str | None = "view_params",
         non_blocking: bool = False,
         iteration_update: Callable[[Engine, Any], Any] | None = None,
         postprocessing: Callable | None = None,
@@ -222,6 +225,7 @@ class ContrastiveTrainer(SupervisedTrainer):
             accumulation_steps=accumulation_steps,
         )
         self.batch_augment = batch_augment
+        self.params_key = params_key
         self.amp_dtype = amp_dtype
         self.scaler = make_grad_scaler(amp, amp_dtype, self.state.device)
         self.clip_grad_norm = clip_grad_norm
@@ -265,7 +269,11 @@ class ContrastiveTrainer(SupervisedTrainer):
                 raise ValueError(
                     f"batch_augment is set, so batches need the cubes under {self.image_key!r}; got {found}."
                 )
-            view1, view2 = self.batch_augment(self._move(batchdata[self.image_key]))
+            cubes = self._move(batchdata[self.image_key])
+            # parameters drawn by the dataset's workers (seeded, mask-aware checked) take precedence over
+            # fresh draws on the device, so batched runs follow the same seeds as per-sample ones
+            params = batchdata.get(self.params_key) if self.params_key else None
+            view1, view2 = self.batch_augment(cubes, params) if params is not None else self.batch_augment(cubes)
         elif isinstance(batchdata, Mapping):
             missing = [k for k in self.view_keys if k not in batchdata]
             if missing:

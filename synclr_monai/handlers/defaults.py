@@ -9,6 +9,7 @@ from typing import Any
 from ignite.engine import Engine
 
 from synclr_monai.handlers.checkpoint import CheckpointHandler
+from synclr_monai.handlers.dataset_epoch import DatasetEpochSetter
 from synclr_monai.handlers.encoder_export import EncoderExportHandler
 from synclr_monai.handlers.nan_guard import NaNGuard
 from synclr_monai.handlers.progress import ProgressHandler
@@ -64,6 +65,8 @@ def default_train_handlers(
     handlers: list[Any] = [
         NaNGuard(save_dir=checkpoint_dir),
         CheckpointHandler(checkpoint_dir, save_interval=save_interval, n_saved=n_saved, resume=resume),
+        # after the checkpoint handler, so that a resumed run reseeds its dataset with the restored epoch
+        DatasetEpochSetter(),
     ]
     if sampling_switch_epoch is not None:
         handlers.append(SamplingModeSwitch(epoch=sampling_switch_epoch))

@@ -104,6 +104,31 @@ def test_batched_augmentation_on_device():
     assert all(torch.isfinite(o["loss"]) and o["loss"] > 0 for o in outputs)
 
 
+def test_batched_augmentation_uses_the_datasets_view_params():
+    """Cubes cut with ``views=False`` carry the parameters their worker drew; the device path applies them."""
+    from synclr_monai.transforms import BatchedTwoViewAugment, sample_two_view_params
+
+    import numpy as np
+
+    cubes = torch.randn(4, 3, 16, 16, 16)
+    cubes[:, 1:] = (cubes[:, 1:] > 0).float()
+    params = sample_two_view_params(np.random.RandomState(3), 4, 16)
+    aug = BatchedTwoViewAugment()
+    seen = []
+
+    def augment(x, p=None):
+        seen.append(p)
+        return aug(x, p)
+
+    batch = {"image": cubes, "view_params": params}
+    trainer = make_trainer(loader=[batch], batch_augment=augment)
+    v1, v2 = trainer.get_views(batch)
+    assert seen == [params]
+    e1, e2 = aug(cubes, params)
+    torch.testing.assert_close(v1, e1)
+    torch.testing.assert_close(v2, e2)
+
+
 def test_bad_batches_give_clear_errors():
     trainer = make_trainer()
     with pytest.raises(ValueError, match="lacks the view keys.*batch_augment"):

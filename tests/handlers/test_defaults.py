@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from synclr_monai.engines import ContrastiveTrainer
 from synclr_monai.handlers import (
     CheckpointHandler,
+    DatasetEpochSetter,
     EncoderExportHandler,
     NaNGuard,
     ProgressHandler,
@@ -27,7 +28,7 @@ def test_default_handlers_full_run(tmp_path):
         wandb_mode="disabled", sampling_switch_epoch=2, encoder_path=tmp_path / "models" / "model.pt",
     )
     assert [type(h) for h in handlers] == [
-        NaNGuard, CheckpointHandler, SamplingModeSwitch, WandBHandler, ProgressHandler, EncoderExportHandler
+        NaNGuard, CheckpointHandler, DatasetEpochSetter, SamplingModeSwitch, WandBHandler, ProgressHandler, EncoderExportHandler
     ]
     torch.manual_seed(0)
     network = build_simclr("resnet10", projection_hidden=16, projection_dim=8)
@@ -41,6 +42,7 @@ def test_default_handlers_full_run(tmp_path):
     trainer.run()
 
     assert loader.dataset.mode_calls == ["mask_aware"]
+    assert loader.dataset.epochs == [1, 2]  # reseeded at every epoch start
     assert trainer.state.metrics["fallback_count"] == 2.0
     names = {p.name for p in (tmp_path / "out" / "checkpoints").glob("*.pt")}
     assert {"checkpoint_4.pt", "final_4.pt"} <= names and "checkpoint_2.pt" not in names
