@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # synclr-monai launcher.
-#   ./run_bundle.sh demo            set up, generate a synthetic dataset, train a small model on the CPU, export the encoder
+#   ./run_bundle.sh demo            set up, generate a synthetic dataset, train a small model on the CPU, export the encoder,
+#                                   embed every synapse and evaluate the embeddings
+#   ./run_bundle.sh evaluate        (after demo) embeddings + kNN / linear-probe table + plots, again
 #   ./run_bundle.sh test            set up and run the test suite
 #   ./run_bundle.sh setup           only create/refresh the virtual environment (.venv)
 #   ./run_bundle.sh train ARGS...   python -m monai.bundle run training --config_file bundle/configs/train.yaml ARGS...
@@ -56,6 +58,10 @@ case "$cmd" in
         setup
         exec bash scripts/demo.sh "$@"
         ;;
+    evaluate)
+        setup
+        exec bash scripts/evaluate_demo.sh "$@"
+        ;;
     train)
         setup
         exec python -m monai.bundle run training --config_file bundle/configs/train.yaml "$@"
@@ -65,11 +71,11 @@ case "$cmd" in
         exec python -m monai.bundle run inference --config_file bundle/configs/inference.yaml "$@"
         ;;
     help|-h|--help)
-        sed -n '2,12p' "$0"
+        sed -n '2,14p' "$0"
         ;;
     *)
         echo "unknown command: $cmd" >&2
-        sed -n '2,12p' "$0" >&2
+        sed -n '2,14p' "$0" >&2
         exit 2
         ;;
 esac

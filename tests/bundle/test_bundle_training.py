@@ -1,0 +1,115 @@
+"""The MONAI bundle end to end: `python -m monai.bundle run training|inference`, metadata, DDP, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundle" / "configs"
+TINY = [
+    "--cube_size", "16", "--backbone", "resnet10", "--batch_size", "4", "--accumulation_steps", "1",
+    "--cubes_per_bbox", "4", "--max_epochs", "2", "--warmup_epochs", "1", "--num_workers", "0",
+    "--projection_hidden", "16", "--projection_dim", "8", "--progress_bar", "False", "--wandb_mode", "offline",
+    "--log_every", "1", "--device", "cpu", "--amp", "False", "--save_interval", "2",
+]
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _bundle(tmp_path: Path, *args: str, runner: list[str] | None = None, timeout: int = 300):
+    cmd = [*(runner or [sys.executable, "-m"]), "monai.bundle", *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def _train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "run", "training", "--config_file", str(CONFIGS / "train.yaml"), "--dataset_dir", str(root),
+        "--output_dir", str(out), "--encoder_path", str(out / "model.pt"), *TINY, *extra,
+    ]
+
+
+def test_metadata_verifies_offline():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(REPO / "bundle" / "docs" / "meta_schema.json"))
+
+
+def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    res = _bundle(tmp_path, *_train_args(synthetic_root, out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpts = {p.name for p in (out / "checkpoints").glob("*.pt")}
+    # 2 bboxes x 4 cubes / batch 4 = 2 iterations per epoch, 2 epochs
+    assert "final_4.pt" in ckpts and "checkpoint_4.pt" in ckpts
+    final = torch.load(out / "checkpoints" / "final_4.pt", weights_only=True)
+    assert {"model", "optimizer", "trainer", "lr_scheduler"} <= set(final)
+    assert final["trainer"]["iteration"] == 4
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["backbone"] == "resnet10"
+    assert list((out / "wandb").glob("offline-run-*")), "W&B runs offline by default"
+
+    # inference with the exported encoder: one embedding per sheet row, ids as in the sheets
+    emb_dir = tmp_path / "emb"
+    res = _bundle(
+        tmp_path, "run", "inference", "--config_file", str(CONFIGS / "inference.yaml"),
+        "--dataset_dir", str(synthetic_root), "--output_dir", str(emb_dir), "--encoder_path", str(out / "model.pt"),
+        "--backbone", "resnet10", "--cube_size", "16", "--device", "cpu",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    from synclr_monai.evaluation.embeddings import read_embeddings
+
+    ids, vectors, _ = read_embeddings(emb_dir / "embeddings.h5")
+    sheets = pd.concat(
+        [pd.read_excel(synthetic_root / f"bbox{n}.xlsx", dtype={"Var1": str}).assign(bbox_name=f"bbox{n}") for n in (1, 2)]
+    )
+    assert sorted(zip(ids["bbox_name"], ids["Var1"])) == sorted(zip(sheets["bbox_name"], sheets["Var1"]))
+    assert vectors.shape == (len(sheets), 512) and torch.isfinite(torch.from_numpy(vectors)).all()
+    csv = pd.read_csv(emb_dir / "embeddings.csv", dtype={"Var1": str})
+    assert list(csv.columns[:3]) == ["bbox_name", "Var1", "e0"] and len(csv) == len(sheets)
+
+    # restarting a finished run resumes from its last checkpoint and trains no further
+    res = _bundle(tmp_path, *_train_args(synthetic_root, out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resum" in (res.stdout + res.stderr).lower()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--backbone", "resnet99"], "backbone: unknown 'resnet99'"),
+        (["--cube_size", "64"], "cube_size: 64 is larger than the volume"),
+    ],
+)
+def test_bad_config_fails_at_start_with_a_clear_message(synthetic_root, tmp_path, override, message):
+    out = tmp_path / "bad"
+    res = _bundle(tmp_path, *_train_args(synthetic_root, out, *override), timeout=120)
+    assert res.returncode != 0
+    assert message in res.stderr
+    assert not (out / "checkpoints").exists()  # nothing was trained or written
+
+
+def test_two_process_ddp_through_the_bundle(synthetic_root, tmp_path):
+    out = tmp_path / "ddp"
+    configs = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'multi_gpu_train.yaml'}']"
+    args = _train_args(synthetic_root, out, "--cubes_per_bbox", "8")
+    args[args.index("--config_file") + 1] = configs
+    runner = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m"]
+    res = _bundle(tmp_path, *args, runner=runner, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # 2 bboxes x 8 cubes / 2 ranks / batch 4 = 2 iterations per epoch on each rank
+    final = torch.load(out / "checkpoints" / "final_4.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 4
+    assert (out / "model.pt").is_file()
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
