@@ -9,7 +9,12 @@ The exported keys are those of the MONAI network the backbone wraps, so the file
 
 Loading finds the (single) MONAI ``ResNet`` or ``SwinTransformer`` inside the target network, so the
 same file loads into a ``SwinUNETR`` (its ``swinViT``), a ``ResNet`` (its classifier stays as it is),
-networks that contain one (e.g. ``FlexibleUNet``'s encoder), our backbones, and :class:`SimCLR`.
+networks that contain one (e.g. our ResNet U-Net in :mod:`.segmentation`), our backbones, and :class:`SimCLR`.
+
+:func:`exportable_encoder` builds the module whose state-dict keys are exactly the file's keys and whose
+forward gives the pooled backbone features; it is the bundle's ``network_def``, so that
+``python -m monai.bundle ckpt_export`` (which loads the file with ``load_state_dict(strict=True)``)
+turns the export into TorchScript.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from torch import nn
 __all__ = [
     "ENCODER_FORMAT",
     "EncoderMismatchError",
+    "encoder_keys",
     "encoder_state_dict",
+    "exportable_encoder",
     "load_encoder",
     "metadata_path",
     "read_encoder_metadata",
@@ -124,6 +131,73 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def encoder_keys(network: nn.Module, kind: str) -> list[str]:
+    """The state-dict names of the encoder part of ``network``, i.e. what a full encoder load must fill.
+
+    Args:
+        network: a module holding exactly one MONAI ``ResNet`` (``kind="resnet"``) or ``SwinTransformer``
+            (``kind="swin"``); (Distributed)DataParallel wrappers are removed.
+        kind: ``"resnet"`` or ``"swin"`` (the ``kind`` entry of the sidecar JSON).
+
+    Returns:
+        the names as in ``network.state_dict()`` (a ResNet's classifier ``fc`` excluded).
+
+    Raises:
+        ValueError: for an unknown ``kind``.
+        TypeError: when the network holds no such encoder, or several.
+    """
+    if kind not in ("resnet", "swin"):
+        raise ValueError(f"kind must be 'resnet' or 'swin', got {kind!r}.")
+    is_swin = kind == "swin"
+    prefix, encoder = _find_encoder(_unwrap(network), (SwinTransformer,) if is_swin else (ResNet,))
+    return [prefix + k for k in encoder.state_dict() if is_swin or not k.startswith(RESNET_HEAD_PREFIX)]
+
+
+def exportable_encoder(
+    backbone: str = "resnet18",
+    in_channels: int = 3,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """The backbone as the module whose state dict has exactly the keys of an encoder export.
+
+    This is the bundle's ``network_def``: MONAI's ``ckpt_export`` loads ``model.pt`` into it with a strict
+    ``load_state_dict`` and converts it to TorchScript. Our :class:`ResNetEncoder` holds the MONAI ResNet as
+    ``resnet`` (keys ``resnet.*``) while the export has the plain ResNet keys, so for ResNets the MONAI
+    ``ResNet`` itself is returned (built with ``feed_forward=False``, its forward is exactly the backbone's:
+    the globally pooled ``[B, F]`` features). A :class:`SwinEncoder`'s keys (``swinViT.*``) already equal
+    the export's, so it is returned as is.
+
+    TorchScript: the ResNet scripts (``torch.jit.script``, any input size). MONAI's Swin transformer does
+    not script (variadic arguments), so export it with ``use_trace=True`` and an ``input_shape``; the traced
+    module then only accepts that spatial size (any batch size).
+
+    Args:
+        backbone: a :func:`~synclr_monai.networks.factory.build_backbone` name.
+        in_channels: number of input channels.
+        backbone_kwargs: backbone arguments as one mapping (convenient in configs); ``in_channels`` and
+            ``spatial_dims`` entries there (as in the sidecar JSON) are allowed.
+        kwargs: more backbone arguments; they take precedence over ``backbone_kwargs``.
+
+    Returns:
+        the MONAI ``ResNet`` (feature mode) or the :class:`SwinEncoder`, randomly initialised.
+
+    Raises:
+        ValueError: for an unknown backbone or invalid arguments, or an ``in_channels`` entry in
+            ``backbone_kwargs`` that contradicts ``in_channels``.
+    """
+    # imported here: the factory imports the encoders, which need nothing from this module
+    from synclr_monai.networks.factory import build_backbone
+    from synclr_monai.networks.resnet_encoder import ResNetEncoder
+
+    merged = {**dict(backbone_kwargs or {}), **kwargs}
+    channels = merged.pop("in_channels", in_channels)
+    if channels != in_channels:
+        raise ValueError(f"backbone_kwargs say in_channels={channels} but in_channels={in_channels} was given.")
+    network = build_backbone(backbone, in_channels=in_channels, **merged)
+    return network.resnet if isinstance(network, ResNetEncoder) else network
+
+
 def metadata_path(path: str | os.PathLike) -> Path:
     """The sidecar JSON of an encoder file: the same path with the suffix ``.json``.
 
@@ -136,11 +210,20 @@ def metadata_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write through ``write(file)`` to a temporary file in ``path``'s folder, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
