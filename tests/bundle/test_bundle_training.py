@@ -105,8 +105,8 @@ def test_two_process_ddp_through_the_bundle(synthetic_root, tmp_path):
     configs = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'multi_gpu_train.yaml'}']"
     args = _train_args(synthetic_root, out, "--cubes_per_bbox", "8")
     args[args.index("--config_file") + 1] = configs
-    runner = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m"]
-    res = _bundle(tmp_path, *args, runner=runner, timeout=300)
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    res = _bundle(tmp_path, *args, runner=runner, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     # 2 bboxes x 8 cubes / 2 ranks / batch 4 = 2 iterations per epoch on each rank
     final = torch.load(out / "checkpoints" / "final_4.pt", weights_only=True)
