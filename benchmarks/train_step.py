@@ -31,6 +31,7 @@ import resource
 import sys
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -245,6 +246,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-batch", action="store_true", help="CUDA: halve the batch until it fits")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument(
+        "--trainer-overhead", action="store_true",
+        help="also report samples/s through ContrastiveTrainer versus a plain PyTorch loop (trainer_overhead.py)",
+    )
     return p
 
 
@@ -280,6 +285,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    if args.trainer_overhead:
+        # the trainer's own cost, measured by the sibling script on the same device
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("trainer_overhead", Path(__file__).with_name("trainer_overhead.py"))
+        overhead = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(overhead)
+        print("# trainer overhead")
+        overhead.main(["--device", args.device] + (["--amp"] if args.amp else []))
     return results
 
 

@@ -100,7 +100,7 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbone", default="resnet10")
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--handlers", action="store_true", help="also time the trainer with NaN guard + stats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     logging.getLogger("ignite").setLevel(logging.WARNING)  # the engine logs each run's start and end
