@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..utils import atomic_output
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox
 from .labels import LabelMap, label_map_for
 
@@ -74,22 +73,14 @@ def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compress
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        chunks = tuple(min(CHUNK, s) for s in volume.shape)
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression)
-            f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression)
-            f.attrs["name"] = volume.name
-            f.attrs["fingerprint"] = fingerprint
-            f.attrs["format_version"] = CACHE_FORMAT_VERSION
-            f.attrs["synapses"] = volume.synapses.to_json(orient="split")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    chunks = tuple(min(CHUNK, s) for s in volume.shape)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression)
+        f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression)
+        f.attrs["name"] = volume.name
+        f.attrs["fingerprint"] = fingerprint
+        f.attrs["format_version"] = CACHE_FORMAT_VERSION
+        f.attrs["synapses"] = volume.synapses.to_json(orient="split")
     return path
 
 

@@ -32,7 +32,7 @@ from synclr_monai.evaluation.metrics import (
     make_folds,
 )
 from synclr_monai.evaluation.plots import centre_slices, plot_cluster_examples, plot_embedding_2d
-from synclr_monai.evaluation.utils import atomic_output
+from synclr_monai.utils import atomic_output
 
 __all__ = ["build_parser", "evaluate_methods", "format_table", "main"]
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from synclr_monai.evaluation.utils import atomic_output
+from synclr_monai.utils import atomic_output
 
 __all__ = [
     "EMBEDDINGS_FORMAT",

@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,8 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, EnsureTyped, MapTransform, RandCropByPosNegLabeld, RandFlipd, RandRotate90d
 from monai.utils import set_determinism
 from torch import nn
+
+from synclr_monai.utils import atomic_output
 
 __all__ = [
     "CleftInputd",
@@ -576,19 +577,6 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m synclr_monai finetune",
@@ -663,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"finetune: error: {err}", file=sys.stderr)
         return 1
     out = Path(args.out) / "finetune.json"
-    _write_json_atomic(out, results)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
     print(format_table(results))
     print(f"wrote {out}")
     return 0

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from synclr_monai.evaluation.utils import atomic_output
+from synclr_monai.utils import atomic_output
 
 __all__ = ["reduce_2d", "plot_embedding_2d", "centre_slices", "plot_cluster_examples"]
 

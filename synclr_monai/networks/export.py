@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ import torch
 from monai.networks.nets import ResNet
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
+
+from synclr_monai.utils import atomic_output
 
 __all__ = [
     "ENCODER_FORMAT",
@@ -210,30 +211,6 @@ def metadata_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(file)`` to a temporary file in ``path``'s folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_encoder(
     model_or_backbone: nn.Module, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
 ) -> Path:
@@ -270,9 +247,10 @@ def save_encoder(
         "num_tensors": len(state),
     }
     info.update(metadata or {})
-    _atomic_write(path, lambda f: torch.save(state, f))
-    text = json.dumps(info, indent=2, default=repr)
-    _atomic_write(metadata_path(path), lambda f: f.write(text), mode="w")
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+    with atomic_output(metadata_path(path)) as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=repr))
     return path
 
 

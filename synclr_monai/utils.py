@@ -1,4 +1,5 @@
-"""Small file helpers shared by the evaluation modules."""
+"""File helpers shared across the package: every cache, checkpoint, export and report is written through
+:func:`atomic_output`, so no reader ever sees a half-written file."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
+        # flush to disk before the rename, so a crash cannot leave a renamed but empty file
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
