@@ -1,7 +1,8 @@
-"""The contrastive trainer on MONAI's SupervisedTrainer (Ignite): AMP, gradient accumulation, clipping."""
+"""The contrastive trainer on MONAI's SupervisedTrainer (Ignite): AMP, gradient accumulation, clipping, DDP shutdown."""
 
 from synclr_monai.engines.accumulation import AccumulationPhase, accumulation_phase
 from synclr_monai.engines.amp import AMP_DTYPES, make_grad_scaler, resolve_amp_dtype
+from synclr_monai.engines.distributed import shutdown_distributed
 from synclr_monai.engines.trainer import (
     EPOCH_LOSS,
     ContrastiveTrainer,
@@ -21,4 +22,5 @@ __all__ = [
     "lower_is_better",
     "make_grad_scaler",
     "resolve_amp_dtype",
+    "shutdown_distributed",
 ]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from toy_training import TinyNet, ViewDataset
 
-from synclr_monai.engines import ContrastiveTrainer
+from synclr_monai.engines import ContrastiveTrainer, shutdown_distributed
 from synclr_monai.handlers import CheckpointHandler, EncoderExportHandler, NaNGuard, ProgressHandler, WandBHandler
 from synclr_monai.losses import NTXentLoss
 
@@ -63,7 +63,7 @@ def run(rank: int, out: Path) -> None:
     torch.save(network.module.state_dict(), out / f"weights_rank{rank}.pt")
     summary = {"iteration": trainer.state.iteration, "epoch_loss": trainer.state.metrics["epoch_loss"]}
     (out / f"summary_rank{rank}.json").write_text(json.dumps(summary))
-    dist.destroy_process_group()
+    shutdown_distributed(network)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
+from synclr_monai.engines import shutdown_distributed
+
+RUNS = 10  # of the clean-exit test below
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 
@@ -44,3 +51,33 @@ def test_two_process_ddp(tmp_path):
     log1 = (tmp_path / "log_rank1.txt").read_text()
     assert "Epoch: 2/2, Iter: 4/4" in log0
     assert log1 == ""
+
+
+def _ddp_step_then_shutdown(rank: int, store: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 3))
+    ddp(torch.randn(2, 4)).sum().backward()
+    shutdown_distributed(ddp)
+    assert not dist.is_initialized() and ddp.reducer is None
+    # `ddp` is still alive here, as it is in a bundle's config parser, when the interpreter exits
+
+
+def test_shutdown_distributed_lets_every_rank_exit_cleanly(tmp_path):
+    # Without the helper (destroy_process_group alone, DDP wrapper alive) the gloo threads are torn down at
+    # interpreter exit: spawned ranks died with SIGABRT in ~1 run of 7, forked ones hung in ~1 of 6.
+    # 10 runs catch that regression with probability ~0.8; forked workers inherit the imports (~1 s a run).
+    for run in range(RUNS):
+        context = mp.start_processes(
+            _ddp_step_then_shutdown, args=(str(tmp_path / f"store{run}"),), nprocs=2, join=False, start_method="fork"
+        )
+        deadline = time.monotonic() + 60
+        while not context.join(timeout=1):  # raises if a rank failed or died from a signal
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                pytest.fail(f"run {run}: a rank did not exit within 60 s after shutdown_distributed")
+
+
+def test_shutdown_distributed_without_a_process_group_does_nothing():
+    shutdown_distributed(torch.nn.Linear(2, 2))
+    assert not dist.is_initialized()

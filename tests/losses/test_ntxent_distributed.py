@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from synclr_monai.engines import shutdown_distributed
 from synclr_monai.losses import NTXentLoss, nt_xent_loss
 
 WORLD, B, D_IN, D = 2, 3, 5, 8
@@ -26,14 +26,9 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, nn.Linear]:
     return x1, x2, nn.Linear(D_IN, D)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+def _worker(rank: int, out_dir: str) -> None:
+    # a file store: no free-port race with other tests
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=WORLD)
     try:
         x1, x2, model = _data()
         rows = slice(rank * B, (rank + 1) * B)
@@ -69,13 +64,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
+        shutdown_distributed(ddp)
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other rank may never reach it
+        raise
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_joint_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     # The single-process reference on the whole batch of WORLD * B pairs.
