@@ -156,6 +156,15 @@ def batched_raw_intensity_(
     return x
 
 
+def _gaussian_tails(sigma: np.ndarray) -> np.ndarray:
+    """MONAI's kernel half-length ``int(max(4 * sigma, 0.5) + 0.5)`` for each sigma, as ``[N]`` int64.
+
+    MONAI computes it from ``float(sigma)`` of a float32 tensor, in double precision; so does this.
+    """
+    sig32 = np.asarray(sigma, dtype=np.float32).reshape(-1)
+    return np.floor(np.maximum(sig32.astype(np.float64) * _TRUNCATED, 0.5) + 0.5).astype(np.int64)
+
+
 def gaussian_kernels_1d(sigma: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """MONAI's ``gaussian_1d(sigma, truncated=4.0, approx="erf")`` for many sigmas at once.
 
@@ -170,8 +179,7 @@ def gaussian_kernels_1d(sigma: np.ndarray, device: torch.device | str = "cpu") -
         ``[N, 2 * T + 1]`` float32 kernels, T the largest tail.
     """
     sig32 = np.asarray(sigma, dtype=np.float32).reshape(-1)
-    # MONAI computes the tail from float(sigma) of a float32 tensor, in double precision
-    tails = np.floor(np.maximum(sig32.astype(np.float64) * _TRUNCATED, 0.5) + 0.5).astype(np.int64)
+    tails = _gaussian_tails(sig32)
     t_max = int(tails.max()) if len(tails) else 0
     s = torch.as_tensor(sig32).to(device, non_blocking=True).view(-1, 1)
     pos = torch.arange(-t_max, t_max + 1, dtype=torch.float32, device=device).view(1, -1)
@@ -416,8 +424,7 @@ def _cube_kernels(sigma: np.ndarray) -> list[list[float]]:
     """MONAI's kernel per spatial axis for one cube's ``[3]`` sigmas, each at its own length."""
     ker = gaussian_kernels_1d(sigma).tolist()
     t_max = (len(ker[0]) - 1) // 2
-    tails = np.floor(np.maximum(np.asarray(sigma, dtype=np.float32).astype(np.float64) * _TRUNCATED, 0.5) + 0.5)
-    return [row[t_max - int(t) : t_max + int(t) + 1] for row, t in zip(ker, tails)]
+    return [row[t_max - int(t) : t_max + int(t) + 1] for row, t in zip(ker, _gaussian_tails(sigma))]
 
 
 @functools.lru_cache(maxsize=256)
