@@ -349,21 +349,6 @@ def evaluate_cleft_dice(
     return scores
 
 
-def _resolve_backbone(
-    encoder_path: str | os.PathLike | None, backbone: str | None, backbone_kwargs: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any]]:
-    """The backbone name and arguments: explicit values over the export's sidecar, else ``resnet18``."""
-    from synclr_monai.networks.export import read_encoder_metadata
-
-    meta = (read_encoder_metadata(encoder_path) or {}) if encoder_path else {}
-    name = backbone or meta.get("backbone") or "resnet18"
-    kwargs = dict(meta.get("backbone_kwargs") or {}) if meta.get("backbone") in (None, name) else {}
-    kwargs.update(backbone_kwargs or {})
-    for key in ("in_channels", "spatial_dims"):  # fixed by the segmentation builder
-        kwargs.pop(key, None)
-    return name, kwargs
-
-
 def finetune_cleft_segmentation(
     dataset_dir: str | os.PathLike | None,
     encoder_path: str | os.PathLike | None,
@@ -431,11 +416,15 @@ def finetune_cleft_segmentation(
     from ignite.handlers import ProgressBar
 
     from synclr_monai.networks.export import encoder_keys
-    from synclr_monai.networks.segmentation import build_segmentation_net, check_segmentation_size
+    from synclr_monai.networks.segmentation import (
+        build_segmentation_net,
+        check_segmentation_size,
+        segmentation_backbone,
+    )
 
     if iterations < 1 or batch_size < 1:
         raise ValueError(f"iterations and batch_size must be positive, got {iterations} and {batch_size}")
-    name, kwargs = _resolve_backbone(encoder_path, backbone, backbone_kwargs)
+    name, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
     check_segmentation_size(name, crop_size, int(kwargs.get("patch_size", 2)))
     if volumes is None:
         if dataset_dir is None:
@@ -546,9 +535,9 @@ def compare_initialisations(
     Returns:
         ``{"pretrained": summary, "scratch": summary}``.
     """
-    if not Path(encoder_path).is_file():
-        raise FileNotFoundError(f"encoder file not found: {encoder_path}")
-    name, resolved = _resolve_backbone(encoder_path, backbone, backbone_kwargs)
+    from synclr_monai.networks.segmentation import segmentation_backbone
+
+    name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
     volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     return {
         init: finetune_cleft_segmentation(

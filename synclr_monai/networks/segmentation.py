@@ -11,8 +11,8 @@
   and friends (shortcut "B" with bias, and any ``shortcut_type``/``widen_factor``/... the user chose),
   so a strict load of the export would fail on the downsampling keys.
 
-:func:`build_segmentation_net` reads the backbone arguments from the export's sidecar JSON, builds the
-network and loads the encoder strictly, checking that every encoder tensor came from the file.
+:func:`build_segmentation_net` reads the backbone arguments from the export's sidecar JSON
+(:func:`segmentation_backbone`), builds the network and loads the encoder strictly, checking that every encoder tensor came from the file.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ from synclr_monai.networks.export import encoder_keys, load_encoder, read_encode
 from synclr_monai.networks.factory import BACKBONE_NAMES, build_backbone
 from synclr_monai.networks.resnet_encoder import ResNetEncoder
 
-__all__ = ["ResNetUNet", "build_segmentation_net", "check_segmentation_size", "load_pretrained_encoder"]
+__all__ = [
+    "ResNetUNet",
+    "build_segmentation_net",
+    "check_segmentation_size",
+    "load_pretrained_encoder",
+    "segmentation_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +213,51 @@ def load_pretrained_encoder(network: nn.Module, encoder_path: str | os.PathLike)
     return loaded
 
 
+def segmentation_backbone(
+    encoder_path: str | os.PathLike | None,
+    backbone: str | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    in_channels: int = 3,
+) -> tuple[str, dict[str, Any]]:
+    """The backbone name and encoder arguments of a segmentation network for an exported encoder.
+
+    The name is ``backbone``, else the export's (sidecar ``backbone``), else ``resnet18``. The arguments
+    are the sidecar's ``backbone_kwargs`` updated by ``backbone_kwargs``, without ``in_channels`` and
+    ``spatial_dims`` (the segmentation builder sets those).
+
+    Args:
+        encoder_path: the exported encoder, or None (training from scratch: only ``backbone_kwargs`` count).
+        backbone: backbone name, or None to take the export's.
+        backbone_kwargs: encoder arguments over the sidecar's.
+        in_channels: input channels of the segmentation network.
+
+    Returns:
+        ``(name, kwargs)``.
+
+    Raises:
+        FileNotFoundError: when ``encoder_path`` does not exist.
+        ValueError: for an unknown backbone, an export made with another backbone or another number of
+            input channels, or an invalid sidecar.
+    """
+    meta: Mapping[str, Any] = {}
+    if encoder_path is not None:
+        if not os.path.isfile(encoder_path):
+            raise FileNotFoundError(f"encoder file not found: {encoder_path}")
+        meta = read_encoder_metadata(encoder_path) or {}
+    exported = meta.get("backbone")
+    name = look_up_option(backbone or exported or "resnet18", BACKBONE_NAMES)
+    if exported and exported != name:
+        raise ValueError(f"{encoder_path} holds a {exported!r} encoder, not {name!r}.")
+    kwargs = dict(meta.get("backbone_kwargs") or {})
+    recorded = kwargs.get("in_channels", in_channels)
+    if recorded != in_channels:
+        raise ValueError(f"{encoder_path} was trained on {recorded} input channels, not {in_channels}.")
+    kwargs.update(backbone_kwargs or {})
+    for key in _SHAPE_KWARGS:
+        kwargs.pop(key, None)
+    return name, kwargs
+
+
 def build_segmentation_net(
     backbone: str,
     encoder_path: str | os.PathLike | None = None,
@@ -244,22 +295,7 @@ def build_segmentation_net(
         FileNotFoundError: when ``encoder_path`` does not exist.
         EncoderMismatchError: when the export does not fit the network (e.g. other sizes).
     """
-    backbone = look_up_option(backbone, BACKBONE_NAMES)
-    kwargs: dict[str, Any] = {}
-    if encoder_path is not None:
-        if not os.path.isfile(encoder_path):
-            raise FileNotFoundError(f"encoder file not found: {encoder_path}")
-        meta = read_encoder_metadata(encoder_path) or {}
-        exported = meta.get("backbone")
-        if exported and exported != backbone:
-            raise ValueError(f"{encoder_path} holds a {exported!r} encoder, not {backbone!r}.")
-        kwargs = dict(meta.get("backbone_kwargs") or {})
-        recorded = kwargs.get("in_channels", in_channels)
-        if recorded != in_channels:
-            raise ValueError(f"{encoder_path} was trained on {recorded} input channels, not {in_channels}.")
-    kwargs.update(backbone_kwargs)
-    for key in _SHAPE_KWARGS:
-        kwargs.pop(key, None)
+    backbone, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs, in_channels)
     decoder = dict(decoder_kwargs or {})
 
     network: nn.Module
