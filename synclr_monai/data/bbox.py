@@ -146,7 +146,8 @@ class BBoxVolume:
     Args:
         name: ``bboxN``.
         raw: ``[Z, Y, X]`` raw EM z-scored over the whole bbox (float16 or float32).
-        mask: ``[2, Z, Y, X]`` uint8 in {0, 1}: channel 0 pre-synaptic segments, channel 1 cleft.
+        mask: ``[3, Z, Y, X]`` uint8 in {0, 1}: channel 0 pre-synaptic segments, channel 1 cleft, channel 2
+            post-synaptic segments (``[2, Z, Y, X]`` without the post-synaptic channel is accepted too).
         synapses: the sheet rows with ``bbox_name`` added (and, after assembly, ``pre_side``,
             ``pre_seg_id``, ``post_seg_id``).
     """
@@ -157,7 +158,7 @@ class BBoxVolume:
     synapses: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __post_init__(self) -> None:
-        if self.raw.ndim != 3 or self.mask.shape != (2, *self.raw.shape):
+        if self.raw.ndim != 3 or self.mask.ndim != 4 or self.mask.shape[0] not in (2, 3) or self.mask.shape[1:] != self.raw.shape:
             raise ValueError(f"{self.name}: raw {self.raw.shape} and mask {self.mask.shape} do not match")
 
     @property
@@ -175,9 +176,14 @@ class BBoxVolume:
         """``[Z, Y, X]`` cleft mask (a view)."""
         return self.mask[1]
 
+    @property
+    def post(self) -> np.ndarray | None:
+        """``[Z, Y, X]`` post-synaptic mask (a view), or None for a volume assembled without it."""
+        return self.mask[2] if self.mask.shape[0] > 2 else None
+
     def as_array(self, dtype: np.dtype = np.float32) -> np.ndarray:
         """``[3, Z, Y, X]`` array (raw, pre, cleft); a full-size copy, for small volumes."""
-        return np.concatenate([self.raw[None].astype(dtype), self.mask.astype(dtype)], axis=0)
+        return np.concatenate([self.raw[None].astype(dtype), self.mask[:2].astype(dtype)], axis=0)
 
 
 def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32) -> np.ndarray:
@@ -307,6 +313,7 @@ def assemble_bbox(
     pre = np.zeros(raw.shape, dtype=np.uint8)
     pre_sides, pre_ids, post_ids = [], [], []
     pre_seg_ids: set[int] = set()
+    post_seg_ids: set[int] = set()
     for _, row in synapses.iterrows():
         points = [sheet_point(row, p) for p in ("central", "side_1", "side_2")]
         for p in points:
@@ -330,6 +337,8 @@ def assemble_bbox(
         pre_ids.append(side_ids[side - 1])
         post_ids.append(side_ids[2 - side])
         pre_seg_ids.add(side_ids[side - 1])
+        if side_ids[2 - side]:
+            post_seg_ids.add(side_ids[2 - side])
     synapses["pre_side"] = pre_sides
     synapses["pre_seg_id"] = pre_ids
     synapses["post_seg_id"] = post_ids
@@ -346,32 +355,50 @@ def assemble_bbox(
     )
 
 
-def synapse_cube(volume: BBoxVolume, row: Mapping, cube_size: int | tuple[int, int, int]) -> np.ndarray:
-    """Cut the cube centred at a synapse's cleft centre.
+def synapse_cube(
+    volume: BBoxVolume,
+    row: Mapping,
+    cube_size: int,
+    input_mode: str = "channels",
+    voxel_size: tuple[float, float, float] | None = None,
+    az_radius: int = 2,
+) -> np.ndarray:
+    """The encoder's input for one synapse: the cube centred at its cleft centre.
+
+    Normalised exactly as training cubes are (:func:`~synclr_monai.transforms.functional.cut_cube`):
+    float64 statistics of the cube's voxels inside the volume, zero padding past the borders.
 
     Args:
         volume: the assembled bbox.
         row: a sheet row (``central_coord_1..3`` in (x, y, z)).
-        cube_size: edge length (or ``(Z, Y, X)``) of the cube.
+        cube_size: edge S of the cube.
+        input_mode: ``channels`` (raw, pre, cleft), ``masked`` or ``raw`` (see
+            :func:`~synclr_monai.transforms.artefacts.to_input_mode`).
+        voxel_size: ``(z, y, x)`` voxel size; anisotropic voxels make the cube a physical cube sampled at
+            the finest voxel size, as the training views are (None: isotropic).
+        az_radius: dilation radius of the synapse mask in the ``masked`` mode.
 
     Returns:
-        ``[3, S, S, S]`` float32: raw re-z-scored over the cube, pre mask, cleft mask; voxels past the
-        volume's borders are zero (before the raw re-z-scoring).
+        ``[3 or 1, S, S, S]`` float32.
+
+    Raises:
+        ValueError: the centre lies outside the volume, or an unknown input mode.
     """
-    size = (cube_size,) * 3 if isinstance(cube_size, int) else tuple(cube_size)
+    import torch
+
+    from ..transforms.artefacts import to_input_mode
+    from ..transforms.functional import cut_cube
+    from ..transforms.geometry import affine_resample
+    from ..transforms.params import view_matrices
+
+    size = int(cube_size)
     center = sheet_point(row, "central")
-    out = np.zeros((3, *size), dtype=np.float32)
-    src, dst = [], []
-    for c, s, dim in zip(center, size, volume.shape):
-        lo = c - s // 2
-        a, b = max(lo, 0), min(lo + s, dim)
-        if b <= a:
-            raise ValueError(f"{volume.name}: synapse {row.get('Var1')!r} centre {center} lies outside {volume.shape}")
-        src.append(slice(a, b))
-        dst.append(slice(a - lo, b - lo))
-    out[(0, *dst)] = volume.raw[tuple(src)]
-    out[(slice(1, 3), *dst)] = volume.mask[(slice(None), *src)]
-    raw = out[0]
-    std = raw.std()
-    out[0] = (raw - raw.mean()) / std if std > 0 else 0.0
-    return out
+    if not all(0 <= c < d for c, d in zip(center, volume.shape)):
+        raise ValueError(f"{volume.name}: synapse {row.get('Var1')!r} centre {center} lies outside {volume.shape}")
+    start = [c - size // 2 for c in center]
+    cube = cut_cube(volume.raw[None], volume.mask, start, size, pad=True)
+    x = torch.from_numpy(cube)
+    if voxel_size is not None and len({float(v) for v in voxel_size}) > 1:
+        matrix = view_matrices(np.eye(3)[None], np.zeros((1, 3), bool), np.ones(1), tuple(voxel_size))[0]
+        x = affine_resample(x, matrix, np.zeros(3), size)
+    return to_input_mode(x[None], input_mode, np.array([az_radius]))[0].contiguous().numpy()

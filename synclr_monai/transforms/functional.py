@@ -20,7 +20,7 @@ from monai.config import NdarrayOrTensor
 from monai.transforms import GaussianSmooth, Resize, Rotate90, ScaleIntensity, ShiftIntensity, SpatialCrop
 from monai.utils import convert_to_tensor
 
-from .config import CLEFT_CHANNEL, RAW_CHANNEL, ROTATION_PLANES
+from .config import CLEFT_CHANNEL, PRE_CHANNEL, RAW_CHANNEL, ROTATION_PLANES
 from .params import ViewParams
 
 __all__ = [
@@ -77,17 +77,22 @@ def _channels(channels: int | Sequence[int], n_channels: int) -> list[int]:
     return out
 
 
-def zscore_(raw: np.ndarray) -> np.ndarray:
-    """Z-score ``raw`` in place (float64 statistics); a constant array becomes zeros.
+def zscore_(raw: np.ndarray, stats: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Z-score ``raw`` in place with float64 statistics; a constant region makes the array zeros.
+
+    The one normalisation of a cube's raw channel, in training and in inference alike.
 
     Args:
         raw: float array, modified in place.
+        stats: the region whose voxels give the mean and standard deviation (a cube's voxels inside the
+            volume, not the zero padding past its border, nor the context around it); None: all of ``raw``.
 
     Returns:
         ``raw``.
     """
-    mean = raw.mean(dtype=np.float64)
-    std = raw.std(dtype=np.float64)
+    region = raw if stats is None else raw[stats]
+    mean = region.mean(dtype=np.float64) if region.size else 0.0
+    std = region.std(dtype=np.float64) if region.size else 0.0
     if std > 0:
         raw -= mean
         raw /= std
@@ -96,32 +101,64 @@ def zscore_(raw: np.ndarray) -> np.ndarray:
     return raw
 
 
-def cut_cube(raw: np.ndarray, mask: np.ndarray, start: Sequence[int], size: int, zscore: bool = True) -> np.ndarray:
-    """Cut the cube ``[start, start + size)`` out of an assembled bbox.
+def cut_cube(
+    raw: np.ndarray,
+    mask: np.ndarray,
+    start: Sequence[int],
+    size: int,
+    zscore: bool = True,
+    context: int | None = None,
+    pad: bool = False,
+) -> np.ndarray:
+    """Cut the cube ``[start, start + size)`` (or the context cube around it) out of an assembled bbox.
 
     Args:
         raw: ``[1, Z, Y, X]`` raw EM (float16 or float32).
-        mask: ``[2, Z, Y, X]`` uint8 masks (pre-synaptic, cleft).
-        start: ``(z, y, x)`` of the first voxel.
+        mask: ``[2 or 3, Z, Y, X]`` uint8 masks (pre-synaptic, cleft[, post-synaptic]).
+        start: ``(z, y, x)`` of the cube's first voxel.
         size: the cube edge S.
-        zscore: z-score the cube's raw channel again (the lab's per-cube normalisation).
+        zscore: z-score the raw channel again (the lab's per-cube normalisation), with the statistics of
+            the S-cube's voxels inside the volume (:func:`zscore_`).
+        context: edge C >= S of a larger cube with the same centre (``start - (C - S) // 2``), for views
+            resampled by a 3-D rotation; None: C = S.
+        pad: allow the cut to reach past the volume (zero padding); without it the S-cube must lie inside.
 
     Returns:
-        ``[3, S, S, S]`` float32 (raw, pre, cleft); a fresh array, never a view of the bbox.
+        ``[1 + M, C, C, C]`` float32 (raw, then the M mask channels); a fresh array, never a view of the bbox.
 
     Raises:
-        ValueError: the cube does not lie inside the volume.
+        ValueError: the cube does not lie inside the volume (and ``pad`` is False), or ``context < size``.
     """
     start = [int(s) for s in start]
-    spatial = raw.shape[1:]
-    if any(s < 0 or s + size > d for s, d in zip(start, spatial)):
-        raise ValueError(f"cut_cube: cube at {start} of edge {size} does not fit in a volume of shape {tuple(spatial)}")
-    sl = tuple(slice(s, s + size) for s in start)
-    out = np.empty((3, size, size, size), dtype=np.float32)
-    out[0] = raw[(0, *sl)]
-    out[1:] = mask[(slice(0, 2), *sl)]
+    spatial = tuple(raw.shape[1:])
+    if not pad and any(s < 0 or s + size > d for s, d in zip(start, spatial)):
+        raise ValueError(f"cut_cube: cube at {start} of edge {size} does not fit in a volume of shape {spatial}")
+    edge = size if context is None else int(context)
+    if edge < size:
+        raise ValueError(f"cut_cube: context {edge} is smaller than the cube {size}")
+    lo = [s - (edge - size) // 2 for s in start]
+    n_mask = int(mask.shape[0])
+    out = np.zeros((1 + n_mask, edge, edge, edge), dtype=np.float32)
+    src, dst = [], []
+    for a, d in zip(lo, spatial):
+        a0, a1 = max(a, 0), min(a + edge, d)
+        if a1 <= a0:
+            raise ValueError(f"cut_cube: cube at {start} of edge {size} lies outside a volume of shape {spatial}")
+        src.append(slice(a0, a1))
+        dst.append(slice(a0 - a, a1 - a))
+    out[(0, *dst)] = raw[(0, *src)]
+    out[(slice(1, None), *dst)] = mask[(slice(None), *src)]
     if zscore:
-        zscore_(out[0])
+        # statistics of the S-cube's voxels inside the volume, whatever the context around it
+        inner = tuple(
+            slice(max(a - l, s.start), min(a - l + size, s.stop)) for a, l, s in zip(start, lo, dst)
+        )
+        full = all(s.start == 0 and s.stop == edge for s in dst)
+        zscore_(out[0], None if full and edge == size else inner)
+        if not full:  # the zero padding past the volume's border stays 0 (the cube's mean)
+            outside = np.ones(out.shape[1:], dtype=bool)
+            outside[tuple(dst)] = False
+            out[0][outside] = 0
     return out
 
 
@@ -245,43 +282,74 @@ def mask_dropout(img: NdarrayOrTensor, channel: int = CLEFT_CHANNEL) -> torch.Te
     return out
 
 
-def apply_view_params(cube: NdarrayOrTensor, params: ViewParams) -> torch.Tensor:
+def apply_view_params(cube: NdarrayOrTensor, params: ViewParams, input_mode: str | None = None) -> torch.Tensor:
     """Apply one view's fixed parameters to one cube: the per-sample MONAI path.
 
-    The order is stream A (rotation, raw scale-and-shift, raw blur) then stream B (crop and resize
-    back, cleft dropout); identity steps are skipped.
+    The order is: EM section artefacts (on the context, before the rotation, as in the microscope);
+    the spatial step (one affine resample of the context for the 3-D views, else the 90° rotation);
+    raw scale-and-shift, gamma, blur, noise; the lab's crop and resize back; cleft and pre-synaptic
+    mask dropout and mask dilation/erosion; the cutout; and finally the encoder's input mode. Identity
+    steps are skipped.
 
     Args:
-        cube: ``[3, S, S, S]``.
+        cube: ``[K, C, C, C]`` with K = 3 (raw, pre, cleft) or 4 (+ post); C is the context edge for
+            resampled views (their output edge S is ``params.crop_size``), else the cube edge.
         params: a length-1 :class:`ViewParams`.
+        input_mode: None keeps all K channels; else see :func:`~.artefacts.to_input_mode`.
 
     Returns:
-        The view, ``[3, S, S, S]`` float32.
+        The view, ``[K or 3 or 1, S, S, S]`` float32.
 
     Raises:
         ValueError: a malformed cube, ``params`` not of length 1, or a crop outside the cube.
     """
-    s, _, _ = check_cube(cube, "apply_view_params", channels=3)
+    from .artefacts import cutout_, mask_morphology, raw_gamma, raw_noise_, section_artefacts_, to_input_mode
+    from .geometry import affine_resample
+
+    s, _, _ = check_cube(cube, "apply_view_params")
     if len(params) != 1:
         raise ValueError(f"apply_view_params: expected parameters of one cube, got {len(params)}")
+    if as_float_tensor(cube).shape[0] not in (3, 4):
+        raise ValueError(f"apply_view_params: expected 3 channels (raw, pre, cleft) or 4 (+ post), got {tuple(cube.shape)}")
     params.check_cube_size(s)
+    p = params
     src = as_float_tensor(cube)
     x = src
-    k, plane = int(params.rot_k[0]), int(params.rot_plane[0])
+    if p.section_std[0] or p.blackout[0] or np.any(p.misalign[0]):
+        x = x.clone()
+        section_artefacts_(x[None], p.section_std, p.blackout, p.misalign, p.section_seed)
+    if p.resampled[0]:
+        s = int(p.crop_size[0, 0])
+        x = affine_resample(x, p.affine[0], p.offset[0], s)
+    k, plane = int(p.rot_k[0]), int(p.rot_plane[0])
     if k % 4:
         x = rotate90(x, k, plane)
-    scale, shift = float(params.scale[0]), float(params.shift[0])
+    scale, shift = float(p.scale[0]), float(p.shift[0])
     if scale != 1.0 or shift != 0.0:
         x = raw_intensity(x, scale, shift)
-    if params.blur[0]:
-        x = raw_gaussian_smooth(x, params.sigma[0])
-    start, size = params.crop_start[0], params.crop_size[0]
-    if np.any(size != s):
+    if p.gamma[0] != 1.0:
+        x = raw_gamma(x, float(p.gamma[0]))
+    if p.blur[0]:
+        x = raw_gaussian_smooth(x, p.sigma[0])
+    if p.noise_std[0] or p.mult_noise_std[0]:
+        x = x.clone() if x is src else x
+        raw_noise_(x[None], p.noise_std, p.mult_noise_std, p.noise_seed)
+    start, size = p.crop_start[0], p.crop_size[0]
+    if not p.resampled[0] and np.any(size != s):
         x = crop_resize(x, start, size, out_size=s)
-    if params.dropout[0]:
+    if p.dropout[0]:
         x = mask_dropout(x)
-    # every step above returns a new tensor; an all-identity view must not alias the input cube
-    return x.clone() if x is src else x
+    if p.pre_dropout[0]:
+        x = mask_dropout(x, PRE_CHANNEL)
+    if np.any(p.morph[0]):
+        x = mask_morphology(x, p.morph[0])
+    if np.all(p.cutout_size[0] > 0):
+        x = x.clone() if x is src else x
+        cutout_(x[None], p.cutout_start, p.cutout_size)
+    if input_mode is not None:
+        x = to_input_mode(x[None], input_mode, p.az_radius)[0]
+    # an all-identity view must not alias the input cube
+    return x.clone() if x.data_ptr() == src.data_ptr() else x.contiguous()
 
 
 def retained_voxels(mask: np.ndarray, params: ViewParams) -> int:

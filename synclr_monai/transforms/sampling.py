@@ -62,8 +62,8 @@ def check_bbox_arrays(raw: Any, mask: Any, cube_size: int | None = None, name: s
     rs, ms = tuple(getattr(raw, "shape", ())), tuple(getattr(mask, "shape", ()))
     if len(rs) != 4 or rs[0] != 1:
         raise ValueError(f"{name}: 'raw' must be [1, Z, Y, X], got shape {rs}")
-    if len(ms) != 4 or ms[0] != 2 or ms[1:] != rs[1:]:
-        raise ValueError(f"{name}: 'mask' must be [2, Z, Y, X] matching raw {rs}, got shape {ms}")
+    if len(ms) != 4 or ms[0] not in (2, 3) or ms[1:] != rs[1:]:
+        raise ValueError(f"{name}: 'mask' must be [2 or 3, Z, Y, X] (pre, cleft[, post]) matching raw {rs}, got shape {ms}")
     if cube_size is not None and any(cube_size > s for s in rs[1:]):
         raise ValueError(
             f"{name}: cube_size {cube_size} is larger than the volume (Z, Y, X) = {rs[1:]}; "

@@ -1,0 +1,220 @@
+"""The stronger views' voxel-wise steps: EM section artefacts, noise, gamma, cutouts, mask morphology and
+the encoder's input mode.
+
+Each function takes a batch ``[B, K, ...]`` and per-cube parameters (:class:`~.params.ViewParams` fields)
+and works on the batch's device; the per-sample path calls them with ``B = 1``. They are written here
+because MONAI's random transforms draw one parameter set per call and act on every channel, while a
+cube's masks must stay binary and the batched path needs one parameter set per cube. Where MONAI has the
+deterministic operation (``AdjustContrast`` for gamma, ``dilate``/``erode`` for the masks), the
+per-sample path calls MONAI and the batched one is tested against it.
+
+Random fields (noise, the per-section draws) come from the per-view seeds in the parameters: noise from a
+CPU ``torch.Generator`` (moved to the device), per-section values from ``numpy.random.RandomState``; so
+both paths produce the same voxels given the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import AdjustContrast
+from monai.transforms.utils_morphological_ops import dilate, erode
+
+from .config import CLEFT_CHANNEL, INPUT_MODES, POST_CHANNEL, PRE_CHANNEL, RAW_CHANNEL
+
+__all__ = [
+    "section_artefacts_",
+    "raw_noise_",
+    "raw_gamma",
+    "batched_raw_gamma_",
+    "cutout_",
+    "mask_morphology",
+    "batched_mask_morphology_",
+    "to_input_mode",
+]
+
+#: gamma is applied to the raw scaled to [0, 1] by its range (MONAI ``AdjustContrast``).
+_EPS = 1e-7
+
+
+def _section_draws(seed: int, depth: int, std: float, blackout: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    rng = np.random.RandomState(int(seed) % (2**32))
+    scale = 1.0 + std * rng.standard_normal(depth)
+    shift = std * rng.standard_normal(depth)
+    black = rng.choice(depth, size=min(int(blackout), depth), replace=False) if blackout > 0 else np.zeros(0, np.int64)
+    first = int(rng.randint(1, max(depth, 2)))
+    return scale, shift, black, first
+
+
+def section_artefacts_(
+    x: torch.Tensor, section_std: np.ndarray, blackout: np.ndarray, misalign: np.ndarray, seed: np.ndarray
+) -> torch.Tensor:
+    """In place: per-z-section intensity jitter, blacked-out sections and a section misalignment.
+
+    Serial-section EM images each z-section separately: its brightness and contrast drift
+    (``raw_z = b_z * raw_z + a_z``, ``b_z ~ N(1, std)``, ``a_z ~ N(0, std)``), whole sections are lost
+    (set to the cube's darkest raw value) and sections above a random z are shifted in-plane against
+    those below (all channels: the masks were traced on the same images).
+
+    Args:
+        x: ``[B, K, Z, Y, X]``, raw in channel 0 (modified).
+        section_std: ``[B]`` jitter sigma (0: none).
+        blackout: ``[B]`` number of blacked-out sections.
+        misalign: ``[B, 2]`` in-plane (y, x) shift (0, 0: none).
+        seed: ``[B]`` seeds of the per-section draws.
+
+    Returns:
+        ``x``.
+    """
+    depth = int(x.shape[2])
+    for b in range(int(x.shape[0])):
+        std, n_black, (dy, dx) = float(section_std[b]), int(blackout[b]), (int(v) for v in misalign[b])
+        if std == 0 and n_black == 0 and dy == 0 and dx == 0:
+            continue
+        scale, shift, black, first = _section_draws(int(seed[b]), depth, std, n_black)
+        raw = x[b, RAW_CHANNEL]
+        if std > 0:
+            view = (-1, 1, 1)
+            raw.mul_(torch.as_tensor(scale, dtype=torch.float32).to(x.device).view(view))
+            raw.add_(torch.as_tensor(shift, dtype=torch.float32).to(x.device).view(view))
+        if len(black):
+            raw[torch.as_tensor(black, dtype=torch.long).to(x.device)] = raw.min()
+        if dy or dx:
+            # edge-replicating shift of sections first.. (an index gather, no wrap-around)
+            ys = (torch.arange(x.shape[3], device=x.device) - dy).clamp(0, x.shape[3] - 1)
+            xs = (torch.arange(x.shape[4], device=x.device) - dx).clamp(0, x.shape[4] - 1)
+            part = x[b, :, first:]
+            x[b, :, first:] = part.index_select(2, ys).index_select(3, xs)
+    return x
+
+
+def raw_noise_(x: torch.Tensor, noise_std: np.ndarray, mult_std: np.ndarray, seed: np.ndarray) -> torch.Tensor:
+    """In place: additive Gaussian and multiplicative log-normal noise on the raw channel.
+
+    ``raw = raw * exp(mult_std * n1) + noise_std * n2`` with ``n1, n2`` standard normal fields drawn from a
+    CPU ``torch.Generator`` seeded by ``seed[b]`` (the same fields on every device and path).
+
+    Args:
+        x: ``[B, K, ...]`` (modified).
+        noise_std: ``[B]`` additive sigma (0: none).
+        mult_std: ``[B]`` multiplicative sigma (0: none).
+        seed: ``[B]`` seeds.
+
+    Returns:
+        ``x``.
+    """
+    shape = tuple(x.shape[2:])
+    for b in range(int(x.shape[0])):
+        add, mult = float(noise_std[b]), float(mult_std[b])
+        if add == 0 and mult == 0:
+            continue
+        gen = torch.Generator().manual_seed(int(seed[b]))
+        n1 = torch.randn(shape, generator=gen)
+        n2 = torch.randn(shape, generator=gen)
+        raw = x[b, RAW_CHANNEL]
+        if mult:
+            raw.mul_(torch.exp(mult * n1).to(x.device))
+        if add:
+            raw.add_((add * n2).to(x.device))
+    return x
+
+
+def raw_gamma(cube: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Gamma contrast of one cube's raw channel with MONAI's ``AdjustContrast`` (a new tensor)."""
+    out = cube.clone()
+    out[RAW_CHANNEL] = torch.as_tensor(AdjustContrast(gamma=float(gamma))(cube[RAW_CHANNEL]))
+    return out
+
+
+def batched_raw_gamma_(x: torch.Tensor, gamma: np.ndarray) -> torch.Tensor:
+    """In place: MONAI ``AdjustContrast``'s gamma on the raw channel of each cube (``gamma[b]``; 1: none)."""
+    for b in np.flatnonzero(np.asarray(gamma) != 1.0):
+        raw = x[int(b), RAW_CHANNEL]
+        lo = raw.min()
+        span = raw.max() - lo
+        raw.copy_(((raw - lo) / float(span + _EPS)) ** float(gamma[b]) * span + lo)
+    return x
+
+
+def cutout_(x: torch.Tensor, start: np.ndarray, size: np.ndarray) -> torch.Tensor:
+    """In place: zero a box ``[start, start + size)`` of every channel of each cube (size 0: none)."""
+    for b in np.flatnonzero(np.all(np.asarray(size) > 0, axis=1)):
+        sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start[b], size[b]))
+        x[(int(b), slice(None), *sl)] = 0
+    return x
+
+
+def _mask_channels(k: int) -> list[int]:
+    return [c for c in (PRE_CHANNEL, CLEFT_CHANNEL, POST_CHANNEL) if c < k]
+
+
+def mask_morphology(cube: torch.Tensor, morph: Sequence[int]) -> torch.Tensor:
+    """Dilate (radius > 0) or erode (radius < 0) each mask channel of one cube with MONAI's morphology.
+
+    Args:
+        cube: ``[K, Z, Y, X]``.
+        morph: radius per mask channel (pre, cleft, post); 0 leaves it alone.
+
+    Returns:
+        A new tensor; masks stay binary.
+    """
+    out = cube.clone()
+    for c, r in zip(_mask_channels(cube.shape[0]), morph):
+        r = int(r)
+        if r:
+            op = dilate if r > 0 else erode
+            out[c] = torch.as_tensor(op(cube[c][None, None], filter_size=2 * abs(r) + 1))[0, 0]
+    return out
+
+
+def batched_mask_morphology_(x: torch.Tensor, morph: np.ndarray) -> torch.Tensor:
+    """In place: :func:`mask_morphology` for a batch (``morph[b]`` per cube), as max-pooling on the device."""
+    for b, c in zip(*np.nonzero(np.asarray(morph)[:, : len(_mask_channels(x.shape[1]))])):
+        r = int(morph[b, c])
+        ch = _mask_channels(x.shape[1])[int(c)]
+        m = x[int(b), ch][None, None]
+        k = 2 * abs(r) + 1
+        # max-pooling pads with -inf: dilation sees zeros past the border, erosion ones (as MONAI's)
+        res = F.max_pool3d(m, k, stride=1, padding=abs(r)) if r > 0 else 1 - F.max_pool3d(1 - m, k, stride=1, padding=abs(r))
+        x[int(b), ch] = res[0, 0]
+    return x
+
+
+def to_input_mode(x: torch.Tensor, input_mode: str, az_radius: np.ndarray | None = None) -> torch.Tensor:
+    """The encoder's input from cubes ``[B, K, ...]`` (raw, pre, cleft[, post]).
+
+    - ``channels``: raw, pre, cleft (3 channels);
+    - ``raw``: the raw EM alone;
+    - ``masked``: the raw multiplied by the synapse mask (pre | cleft | post) dilated by ``az_radius[b]``
+      voxels (a cube structuring element), one channel: the EM of the synapse and its surroundings only.
+
+    Args:
+        x: the cubes.
+        input_mode: one of :data:`~synclr_monai.transforms.config.INPUT_MODES`.
+        az_radius: ``[B]`` dilation radii (``masked`` only; None: 0).
+
+    Returns:
+        ``[B, 3 or 1, ...]`` float32 (a view for ``channels``/``raw`` where possible).
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    if input_mode == "channels":
+        return x[:, :3]
+    if input_mode == "raw":
+        return x[:, :1]
+    zone = x[:, 1:].amax(dim=1, keepdim=True)
+    radii = np.zeros(x.shape[0], np.int64) if az_radius is None else np.asarray(az_radius, np.int64).reshape(-1)
+    out = x[:, :1].clone()
+    for r in np.unique(radii):
+        idx = torch.as_tensor(np.flatnonzero(radii == r), dtype=torch.long, device=x.device)
+        z = zone.index_select(0, idx)
+        if r > 0:
+            z = F.max_pool3d(z, 2 * int(r) + 1, stride=1, padding=int(r))
+        out.index_copy_(0, idx, out.index_select(0, idx) * z)
+    return out
