@@ -7,6 +7,10 @@
     DIR/bbox_N/slice_001.tif ...      uint8 semantic masks with bbox N's default label values
     DIR/bboxN.xlsx                    one row per synapse (Var1, central/side_1/side_2 coords as x, y, z)
     DIR/synapse_types.csv             bbox_name, Var1, type: each synapse's ground-truth class
+    DIR/bbox_staining.csv             bbox_name + the bbox's staining profile (brightness, contrast,
+                                      gamma, noise_std, blur_sigma, illumination)
+    DIR/dataset.json                  the generator's settings: seed, shape, voxel_size_nm, difficulty,
+                                      staining_strength, ... (a record; nothing reads it back)
 
 Each bbox holds a warped-Voronoi neuropil background and ``synapses_per_bbox`` synapses, each in its
 own region of the bbox: a pre-synaptic bouton and a post-synaptic shaft or spine (perturbed
@@ -17,7 +21,22 @@ extent/curvature, PSD thickness and a mitochondrion against the cleft; orientati
 normal), position and sizes vary within a class. Which of ``side_1``/``side_2`` is pre-synaptic is
 random per synapse.
 
-The same seed gives byte-identical files: every bbox draws from its own
+What makes real data hard, as options (all off except the staining by default):
+
+- staining (``staining_strength``, CLI ``--staining``): each bbox draws its own brightness,
+  contrast, gamma, noise level, blur and illumination, as different EM sessions do
+  (:mod:`~synclr_monai.data.synthetic_imaging`); 0 stains every bbox alike.
+- anisotropic voxels (``voxel_size``, CLI ``--voxel-size Z Y X`` in nm, default 8 8 8): the tissue is
+  drawn on a cubic grid of the finest voxel size and coarse axes are reduced block-wise (raw
+  averaged, labels by majority with the cleft kept), so synapses keep their physical size; the
+  sheet's points are those of the written voxels. Generation time grows with the finer grid
+  (about ``max(voxel) / min(voxel)`` times for serial sections).
+- difficulty (``difficulty``, CLI ``--difficulty``, 0..1, default 0): the classes' distinguishing
+  parameters are pulled toward their common mean, keeping a fifth of their differences at 1
+  (:func:`~synclr_monai.data.synthetic_synapse.synapse_types`); the within-class jitter stays.
+  ``synapse_types.csv`` remains the ground truth.
+
+The same seed and options give byte-identical files: every bbox draws from its own
 ``numpy.random.SeedSequence(seed).spawn`` stream, TIFFs carry no date, and the xlsx is re-packed
 with fixed document-property and zip-entry timestamps.
 
@@ -31,6 +50,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import json
 import logging
 import os
 import re
@@ -39,6 +59,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +69,17 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
-from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions, smooth_noise
+from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions
+from .synthetic_imaging import (
+    MAX_STAINING_STRENGTH,
+    Staining,
+    block_index,
+    check_voxel_size,
+    downsample_labels,
+    draw_staining,
+    generation_grid,
+    image_volume,
+)
 from .synthetic_synapse import (
     CRISTAE_VALUE,
     MITO_MATRIX_VALUE,
@@ -59,9 +90,20 @@ from .synthetic_synapse import (
     build_cells,
     draw_synapse,
     sample_synapse,
+    synapse_types,
 )
 
-__all__ = ["SHEET_COLUMNS", "TYPES_COLUMNS", "TYPE_NAMES", "generate_bbox", "generate_dataset", "main"]
+__all__ = [
+    "SHEET_COLUMNS",
+    "TYPES_COLUMNS",
+    "STAINING_COLUMNS",
+    "TYPE_NAMES",
+    "DEFAULT_VOXEL_SIZE",
+    "Staining",
+    "generate_bbox",
+    "generate_dataset",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +120,15 @@ SHEET_COLUMNS: tuple[str, ...] = (
     "side_2_coord_3",
 )
 TYPES_COLUMNS: tuple[str, ...] = ("bbox_name", "Var1", "type")
+STAINING_COLUMNS: tuple[str, ...] = ("bbox_name", *(f.name for f in fields(Staining)))
 
 BORDER_MARGIN = 10  # voxels between every cleft centre and the volume border
 CYTOPLASM_RANGE = (132.0, 165.0)  # per-cell mean intensity of cytoplasm
 MEMBRANE_VALUE = 70.0
+DEFAULT_VOXEL_SIZE: tuple[float, float, float] = (8.0, 8.0, 8.0)  # nm, (z, y, x)
 # fixed timestamp written into the xlsx (document properties and zip entries)
 FIXED_XLSX_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)
-_LAYOUT_ENTRY = re.compile(r"^(raw|seg|synapse_types\.csv|bbox_\d+|bbox\d+\.xlsx)$")
+_LAYOUT_ENTRY = re.compile(r"^(raw|seg|synapse_types\.csv|bbox_staining\.csv|dataset\.json|bbox_\d+|bbox\d+\.xlsx)$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,23 +226,68 @@ def _neuropil_mitochondria(
         mito[win] |= body
 
 
+def _check_fraction(value: float, name: str, high: float = 1.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, {high:g}], got {value!r}")
+    out = float(value)
+    if not 0.0 <= out <= high:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, {high:g}], got {value!r}")
+    return out
+
+
+def _written_point(point: np.ndarray, cell: int, seg: np.ndarray, edges, window, voxel: np.ndarray) -> np.ndarray:
+    """A generation-grid point inside ``cell`` mapped to the written grid, kept inside ``cell`` there.
+
+    The block holding the point is usually still ``cell`` after the block-wise reduction of the
+    segmentation; if not (a point near the cell's wall in a thick section), the nearest voxel of
+    ``cell`` among its deeper ones (at least half the deepest, physical distances) in the synapse's
+    window is taken.
+    """
+    q = block_index(point, edges)
+    if seg[tuple(q)] == cell:
+        return q
+    lo = block_index([s.start for s in window], edges)
+    hi = block_index([s.stop - 1 for s in window], edges) + 1
+    win = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    inside = seg[win] == cell
+    if not inside.any():  # the whole window lost the cell (not seen): search the whole volume
+        win = tuple(slice(0, n) for n in seg.shape)
+        lo = np.zeros(3, np.int64)
+        inside = seg == cell
+    depth = ndimage.distance_transform_edt(inside, sampling=voxel)
+    cand = np.argwhere(depth >= 0.5 * depth.max())
+    dist = np.linalg.norm((cand + lo - q) * voxel, axis=1)
+    return cand[int(np.argmin(dist))] + lo
+
+
 def generate_bbox(
     number: int,
     shape: Sequence[int] = (64, 128, 128),
     synapses_per_bbox: int = 4,
     rng: np.random.Generator | int | None = None,
     types: Sequence[str] | None = None,
+    *,
+    difficulty: float = 0.0,
+    voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
+    staining_strength: float = 1.0,
+    staining: Staining | None = None,
 ) -> dict:
     """Generate one synthetic bbox in memory.
 
     Args:
         number: the bbox number N (1..7: selects the default label map of its masks).
-        shape: volume shape ``(Z, Y, X)``.
+        shape: written volume shape ``(Z, Y, X)``.
         synapses_per_bbox: synapses to place (each gets its own region of the volume).
         rng: a ``numpy.random.Generator`` or a seed.
         types: class of each synapse (names from ``TYPE_NAMES``); default: the classes cycle with
             the synapse's position in the dataset (bbox number, then index), so every class occurs
             once ``len(TYPE_NAMES)`` synapses exist, in a shuffled order within the bbox.
+        difficulty: 0..1, how alike the classes are (:func:`~.synthetic_synapse.synapse_types`).
+        voxel_size: ``(z, y, x)`` voxel size in nm; anisotropic voxels are drawn on a finer cubic
+            grid and reduced (:mod:`~.synthetic_imaging`).
+        staining_strength: 0..2, how far this bbox's staining may stray from the common centre
+            (0 all bboxes alike, 1 the documented ranges).
+        staining: an explicit profile instead of a drawn one.
 
     Returns:
         A dict with
@@ -208,16 +297,21 @@ def generate_bbox(
         ``sheet`` (DataFrame with ``SHEET_COLUMNS``; coordinates are ``(x, y, z)``),
         ``types`` (list of class names, one per sheet row), ``pre_side`` (list of 1 or 2: which
         side point lies in the pre-synaptic cell), ``pre_ids`` / ``post_ids`` (lists of the
-        partners' seg ids) and ``synapses`` (DataFrame ``Var1, type, pre_side, pre_id, post_id,
-        n_vesicles``).
+        partners' seg ids), ``synapses`` (DataFrame ``Var1, type, pre_side, pre_id, post_id,
+        n_vesicles, post_kind, mito_near_cleft``), ``staining`` (:class:`Staining`),
+        ``synapse_types`` (the class parameters used), ``voxel_size`` and ``difficulty``.
 
     Raises:
-        ValueError: for a bbox number without a default label map, a bad shape or count, unknown
-            types, or when the synapses do not fit in the shape.
+        ValueError: for a bbox number without a default label map, a bad shape, count, difficulty,
+            voxel size or staining strength, unknown types, or when the synapses do not fit.
     """
     label_map = _label_map(int(number))
     shape = _check_shape(shape)
     count = _check_positive_int(synapses_per_bbox, "synapses_per_bbox")
+    difficulty = _check_fraction(difficulty, "difficulty")
+    strength = _check_fraction(staining_strength, "staining_strength", MAX_STAINING_STRENGTH)
+    voxel = check_voxel_size(voxel_size)
+    stypes = synapse_types(difficulty)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     if types is None:
         types = _default_types(int(number), count, rng)
@@ -225,10 +319,12 @@ def generate_bbox(
     if len(types) != count or any(t not in SYNAPSE_TYPES for t in types):
         raise ValueError(f"types must be {count} names from {TYPE_NAMES}, got {types!r}")
 
-    regions, scale = plan_regions(shape, count, rng, border_margin=BORDER_MARGIN)
+    # the tissue is drawn on a cubic grid (the finest voxel size); anisotropic axes are reduced at the end
+    gen_shape, edges = generation_grid(shape, voxel)
+    regions, scale = plan_regions(gen_shape, count, rng, border_margin=BORDER_MARGIN)
 
     # background neuropil; synapse cells get ids 1..2K (shuffled), background cells follow
-    neuropil = neuropil_partition(shape, float(np.clip(0.9 * scale, 10.0, 40.0)), rng)
+    neuropil = neuropil_partition(gen_shape, float(np.clip(0.9 * scale, 10.0, 40.0)), rng)
     first_background = 2 * count + 1
     n_ids = int(neuropil.max()) + first_background
     seg = np.where(neuropil > 0, neuropil + (first_background - 1), 0)
@@ -238,8 +334,8 @@ def generate_bbox(
 
     synapses: list[Synapse] = []
     for j, (region, tname) in enumerate(zip(regions, types)):
-        centre = _place_centre(region, scale, shape, rng)
-        syn = sample_synapse(SYNAPSE_TYPES[tname], centre, _synapse_window(centre, region, scale), scale, rng)
+        centre = _place_centre(region, scale, gen_shape, rng)
+        syn = sample_synapse(stypes[tname], centre, _synapse_window(centre, region, scale), scale, rng)
         syn.pre_id, syn.post_id = int(cell_ids[2 * j]), int(cell_ids[2 * j + 1])
         build_cells(syn, rng)
         seg_w = seg[syn.window]
@@ -255,39 +351,51 @@ def generate_bbox(
     raw[walls] = MEMBRANE_VALUE + rng.normal(0.0, 6.0, int(walls.sum())).astype(np.float32)
     del walls
 
-    labels = {k: np.zeros(shape, bool) for k in ("mito", "vesicle", "cleft", "cleft2_half")}
+    labels = {k: np.zeros(gen_shape, bool) for k in ("mito", "vesicle", "cleft", "cleft2_half")}
     for syn in synapses:
         draw_synapse(syn, raw, labels, rng)
     _neuropil_mitochondria(seg, raw, labels["mito"], first_background, scale, rng)
+    # which side point is pre-synaptic: drawn before the imaging, so the sheet does not depend on it
+    pre_sides = [int(rng.integers(1, 3)) for _ in synapses]
 
-    # EM look: granular texture, uneven illumination, point-spread blur, noise, per-bbox contrast
-    grain = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.0)
-    raw += np.float32(9.0 / max(float(grain.std()), 1e-6)) * grain
-    del grain
-    raw += 7.0 * smooth_noise(shape, max(16.0, min(shape) / 2.0), rng)
-    raw = ndimage.gaussian_filter(raw, rng.uniform(0.6, 0.9))
-    contrast, brightness = rng.uniform(0.85, 1.15), rng.uniform(-12.0, 12.0)
-    raw = (raw - 128.0) * np.float32(contrast) + np.float32(128.0 + brightness)
-    raw += rng.normal(0.0, rng.uniform(6.0, 10.0), shape).astype(np.float32)
-    raw = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
-
-    mask = np.zeros(shape, np.uint8)
+    mask = np.zeros(gen_shape, np.uint8)
     mask[labels["mito"]] = label_map.mito
     mask[labels["vesicle"]] = label_map.vesicle
     mask[labels["cleft"]] = label_map.cleft
     mask[labels["cleft"] & labels["cleft2_half"]] = label_map.cleft2
+    del labels
+
+    # EM look: per-bbox staining, section integration, blur, tone curve, noise (synthetic_imaging)
+    if staining is None:
+        staining = draw_staining(rng, strength)
+    elif not isinstance(staining, Staining):
+        raise ValueError(f"staining must be a Staining profile or None, got {staining!r}")
+    raw = image_volume(raw, staining, edges, rng)
+    if edges is not None:
+        seg = downsample_labels(seg, edges)
+        mask = downsample_labels(mask, edges, priority=label_map.cleft_values)
 
     rows, info = [], []
-    for j, syn in enumerate(synapses):
+    pitch = np.asarray(voxel) / min(voxel)  # written voxel edges in generation voxels
+    for j, (syn, pre_side) in enumerate(zip(synapses, pre_sides)):
         var1 = f"{'spine' if syn.post_kind == 'spine' else 'non_spine'}_synapse_{j + 1:03d}"
-        pre_side = int(rng.integers(1, 3))
-        side_1, side_2 = (syn.pre_point, syn.post_point) if pre_side == 1 else (syn.post_point, syn.pre_point)
+        centre = block_index(syn.centre, edges)
+        pre_point, post_point = syn.pre_point, syn.post_point
+        if edges is not None:
+            pre_point = _written_point(pre_point, syn.pre_id, seg, edges, syn.window, pitch)
+            post_point = _written_point(post_point, syn.post_id, seg, edges, syn.window, pitch)
+        side_1, side_2 = (pre_point, post_point) if pre_side == 1 else (post_point, pre_point)
         # sheet coordinates are (x, y, z); the arrays are indexed [z, y, x]
-        rows.append([var1, *syn.centre[::-1].tolist(), *side_1[::-1].tolist(), *side_2[::-1].tolist()])
-        info.append([var1, syn.stype.name, pre_side, syn.pre_id, syn.post_id, syn.n_vesicles])
+        rows.append([var1, *centre[::-1].tolist(), *side_1[::-1].tolist(), *side_2[::-1].tolist()])
+        info.append(
+            [var1, syn.stype.name, pre_side, syn.pre_id, syn.post_id, syn.n_vesicles]
+            + [syn.post_kind, syn.mito_near_cleft]
+        )
     sheet = pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
     sheet[list(SHEET_COLUMNS[1:])] = sheet[list(SHEET_COLUMNS[1:])].astype(np.int64)
-    table = pd.DataFrame(info, columns=["Var1", "type", "pre_side", "pre_id", "post_id", "n_vesicles"])
+    table = pd.DataFrame(
+        info, columns=["Var1", "type", "pre_side", "pre_id", "post_id", "n_vesicles", "post_kind", "mito_near_cleft"]
+    )
     return {
         "name": f"bbox{number}",
         "number": int(number),
@@ -301,6 +409,10 @@ def generate_bbox(
         "pre_ids": table["pre_id"].tolist(),
         "post_ids": table["post_id"].tolist(),
         "synapses": table,
+        "staining": staining,
+        "synapse_types": stypes,
+        "voxel_size": voxel,
+        "difficulty": difficulty,
     }
 
 
@@ -384,6 +496,9 @@ def generate_dataset(
     synapses_per_bbox: int = 4,
     seed: int = 0,
     *,
+    difficulty: float = 0.0,
+    voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
+    staining_strength: float = 1.0,
     overwrite: bool = False,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -394,7 +509,13 @@ def generate_dataset(
         n_bboxes: number of bboxes, 1..7 (bboxes past 7 have no default label map).
         shape: ``(Z, Y, X)`` of every bbox.
         synapses_per_bbox: synapses in each bbox.
-        seed: non-negative integer; equal seeds give byte-identical files.
+        seed: non-negative integer; equal seeds (and options) give byte-identical files.
+        difficulty: 0..1, how alike the synapse classes are (0: the four classes as designed, 1: they
+            differ only slightly; :func:`~.synthetic_synapse.synapse_types`).
+        voxel_size: ``(z, y, x)`` voxel size in nm (default isotropic 8 nm; e.g. ``(40, 8, 8)`` for
+            serial sections): structures keep their physical size and span fewer voxels on coarse axes.
+        staining_strength: 0..2, how much the staining differs between bboxes (0 alike, 1 the
+            documented ranges of :mod:`~.synthetic_imaging`).
         overwrite: replace an existing dataset folder (only one holding nothing but layout entries).
         progress: show a progress bar over bboxes and print each bbox written.
 
@@ -416,7 +537,11 @@ def generate_dataset(
     count = _check_positive_int(synapses_per_bbox, "synapses_per_bbox")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    plan_regions(shape, count, np.random.default_rng(0), border_margin=BORDER_MARGIN)  # fail before writing
+    difficulty = _check_fraction(difficulty, "difficulty")
+    strength = _check_fraction(staining_strength, "staining_strength", MAX_STAINING_STRENGTH)
+    voxel = check_voxel_size(voxel_size)
+    gen_shape, _ = generation_grid(shape, voxel)
+    plan_regions(gen_shape, count, np.random.default_rng(0), border_margin=BORDER_MARGIN)  # fail before writing
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -425,13 +550,22 @@ def generate_dataset(
     streams = np.random.SeedSequence(int(seed)).spawn(n_bboxes)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    rows = []
+    rows, stains = [], []
     try:
         bar = tqdm(range(1, n_bboxes + 1), desc="synth", unit="bbox", disable=not progress)
         for number in bar:
-            bbox = generate_bbox(number, shape, count, np.random.default_rng(streams[number - 1]))
+            bbox = generate_bbox(
+                number,
+                shape,
+                count,
+                np.random.default_rng(streams[number - 1]),
+                difficulty=difficulty,
+                voxel_size=voxel,
+                staining_strength=strength,
+            )
             _write_bbox(tmp, bbox)
             rows += [(bbox["name"], v, t) for v, t in zip(bbox["sheet"]["Var1"], bbox["types"])]
+            stains.append({"bbox_name": bbox["name"], **asdict(bbox["staining"])})
             message = (
                 f"{bbox['name']}: {shape[0]} slices of {shape[1]}x{shape[2]}, {count} synapses -> "
                 f"{out_dir / 'raw' / bbox['name']}, {out_dir / 'seg' / bbox['name']}, "
@@ -442,6 +576,20 @@ def generate_dataset(
             logger.info(message)
         types = pd.DataFrame(rows, columns=list(TYPES_COLUMNS))
         types.to_csv(tmp / "synapse_types.csv", index=False, lineterminator="\n")
+        pd.DataFrame(stains, columns=list(STAINING_COLUMNS)).to_csv(
+            tmp / "bbox_staining.csv", index=False, lineterminator="\n"
+        )
+        settings = {
+            "generator": "python -m synclr_monai synth",
+            "seed": int(seed),
+            "bboxes": n_bboxes,
+            "shape": list(shape),
+            "synapses_per_bbox": count,
+            "voxel_size_nm": list(voxel),
+            "difficulty": difficulty,
+            "staining_strength": strength,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(settings, indent=2) + "\n")
         if out_dir.exists():  # empty, or an earlier dataset being replaced: swap, then delete it
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)
@@ -472,6 +620,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--synapses-per-bbox", type=int, default=4, help="synapses per bbox (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=0.0,
+        help="0..1: how alike the synapse classes are (0 = the four classes as designed, 1 = they differ only "
+        "slightly; default 0)",
+    )
+    parser.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        default=list(DEFAULT_VOXEL_SIZE),
+        metavar=("Z", "Y", "X"),
+        help="voxel size in nm (default 8 8 8; e.g. 40 8 8 for serial sections: structures keep their physical "
+        "size and span fewer slices)",
+    )
+    parser.add_argument(
+        "--staining",
+        type=float,
+        default=1.0,
+        help=f"0..{MAX_STAINING_STRENGTH:g}: how much brightness, contrast, gamma, noise, blur and illumination "
+        "differ between bboxes (0 = all alike, 1 = the documented ranges; default 1)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing generated dataset")
     return parser
 
@@ -496,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
             shape=args.shape,
             synapses_per_bbox=args.synapses_per_bbox,
             seed=args.seed,
+            difficulty=args.difficulty,
+            voxel_size=args.voxel_size,
+            staining_strength=args.staining,
             overwrite=args.overwrite,
             progress=True,
         )
@@ -505,4 +679,5 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{name} {n}" for name, n in types["type"].value_counts().sort_index().items())
     print(f"wrote {args.bboxes} bboxes with {len(types)} synapses ({counts}) to {args.out}")
     print(f"ground-truth classes: {args.out / 'synapse_types.csv'}")
+    print(f"staining of each bbox: {args.out / 'bbox_staining.csv'}; settings: {args.out / 'dataset.json'}")
     return 0

@@ -8,11 +8,22 @@ around the surface ``w = -kappa * r^2 / 2`` (``r`` the distance from the normal 
 
 Dimensions are given at the reference scale of 32 voxels (half a 64-voxel region) and scaled with the
 room the layout leaves each synapse, so the same code draws 32^3 test volumes and 256^3 ones.
+
+Difficulty (:func:`synapse_types`): the four classes of :data:`SYNAPSE_TYPES` differ in their
+distinguishing parameters (vesicle radius and count, cleft extent and curvature, PSD thickness, cloud
+spread, the probability of a mitochondrion against the cleft, the probability of a spine partner).
+At difficulty ``D`` in [0, 1] every such parameter ``p`` of a class becomes
+``mean + (1 - (1 - MIN_SEPARATION) * D) * (p - mean)``, ``mean`` being the average of ``p`` over the
+four classes: ``D = 0`` gives the classes exactly, ``D = 1`` keeps only ``MIN_SEPARATION`` (a fifth)
+of each class's distance from the mean, so the classes still differ, slightly, and overlap through
+the within-class jitter, which is the same at every difficulty. The booleans of the base classes are
+probabilities here (1.0 / 0.0 at ``D = 0``, drawn per synapse only when strictly between 0 and 1),
+so a mitochondrion at the cleft or a spine partner becomes a tendency rather than a rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy import ndimage
@@ -20,7 +31,17 @@ from scipy.spatial import cKDTree
 
 from .synthetic_geometry import mito_structure, random_frame, smooth_noise, window_coords
 
-__all__ = ["SynapseType", "SYNAPSE_TYPES", "TYPE_NAMES", "Synapse", "sample_synapse", "build_cells", "draw_synapse"]
+__all__ = [
+    "SynapseType",
+    "SYNAPSE_TYPES",
+    "TYPE_NAMES",
+    "MIN_SEPARATION",
+    "synapse_types",
+    "Synapse",
+    "sample_synapse",
+    "build_cells",
+    "draw_synapse",
+]
 
 REFERENCE_SCALE = 32.0
 
@@ -48,35 +69,66 @@ class SynapseType:
         curvature: ``kappa * R`` of the cleft surface (0 flat, 1 = 45 degree slope at the rim).
         psd_thickness: post-synaptic density thickness in voxels.
         cloud_spread: lateral radius of the vesicle cloud as a fraction of the bouton radius.
-        mito_near_cleft: a mitochondrion sits against the cleft on the pre side.
-        post_kind: ``"shaft"`` (dendritic shaft), ``"spine"`` (spine head + neck) or ``"either"``.
+        mito_near_cleft: probability that a mitochondrion sits against the cleft on the pre side
+            (1.0 or 0.0 for the base classes).
+        spine_probability: probability that the post-synaptic partner is a spine (head + neck)
+            rather than a dendritic shaft (0.0 shaft, 1.0 spine, 0.5 either).
     """
 
     name: str
     vesicle_radius: float
-    vesicle_count: int
+    vesicle_count: float
     cleft_extent: float
     curvature: float
     psd_thickness: float
     cloud_spread: float
-    mito_near_cleft: bool
-    post_kind: str
+    mito_near_cleft: float
+    spine_probability: float
 
 
 SYNAPSE_TYPES: dict[str, SynapseType] = {
     t.name: t
     for t in (
         # many small vesicles packed against a small, flat cleft; thin PSD
-        SynapseType("many_small_vesicles", 1.1, 80, 0.45, 0.0, 1.0, 0.6, False, "shaft"),
+        SynapseType("many_small_vesicles", 1.1, 80, 0.45, 0.0, 1.0, 0.6, 0.0, 0.0),
         # few large vesicles, a wide flat cleft (mushroom-spine or shaft)
-        SynapseType("few_large_vesicles", 2.3, 14, 0.95, 0.0, 1.4, 0.75, False, "either"),
+        SynapseType("few_large_vesicles", 2.3, 14, 0.95, 0.0, 1.4, 0.75, 0.0, 0.5),
         # cup-shaped cleft over a spine head with a thick PSD, medium vesicles
-        SynapseType("curved_spine", 1.6, 35, 0.9, 1.0, 3.0, 0.65, False, "spine"),
+        SynapseType("curved_spine", 1.6, 35, 0.9, 1.0, 3.0, 0.65, 0.0, 1.0),
         # a mitochondrion right behind the cleft on the pre side, medium vesicles around it
-        SynapseType("mito_adjacent", 1.6, 30, 0.6, 0.15, 1.6, 0.7, True, "shaft"),
+        SynapseType("mito_adjacent", 1.6, 30, 0.6, 0.15, 1.6, 0.7, 1.0, 0.0),
     )
 }
 TYPE_NAMES: tuple[str, ...] = tuple(SYNAPSE_TYPES)
+
+# share of each class's distance from the class mean that is kept at difficulty 1
+MIN_SEPARATION = 0.2
+_GRADED_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SynapseType) if f.name != "name")
+
+
+def synapse_types(difficulty: float = 0.0) -> dict[str, SynapseType]:
+    """The synapse classes at a difficulty: parameters pulled toward the class mean (module docstring).
+
+    Args:
+        difficulty: in [0, 1]; 0 returns :data:`SYNAPSE_TYPES` unchanged, 1 the most similar classes.
+
+    Returns:
+        Class name -> :class:`SynapseType`, in the order of :data:`TYPE_NAMES`.
+
+    Raises:
+        ValueError: for a difficulty outside [0, 1].
+    """
+    d = float(difficulty)
+    if not 0.0 <= d <= 1.0:  # also rejects NaN
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
+    if d == 0.0:
+        return dict(SYNAPSE_TYPES)
+    keep = 1.0 - (1.0 - MIN_SEPARATION) * d
+    means = {f: float(np.mean([getattr(t, f) for t in SYNAPSE_TYPES.values()])) for f in _GRADED_FIELDS}
+    return {
+        name: replace(t, **{f: means[f] + keep * (float(getattr(t, f)) - means[f]) for f in _GRADED_FIELDS})
+        for name, t in SYNAPSE_TYPES.items()
+    }
 
 
 @dataclass
@@ -106,6 +158,7 @@ class Synapse:
     post_mask: np.ndarray | None = field(default=None, repr=False)
     pre_point: np.ndarray | None = None
     post_point: np.ndarray | None = None
+    mito_near_cleft: bool = False
     n_vesicles: int = 0
 
 
@@ -136,9 +189,9 @@ def sample_synapse(
     detail = float(np.clip(f, 0.75, 1.5))  # fine structures shrink less than cells: voxels are finite
     frame = random_frame(rng)
     pre_axes = s * np.array([rng.uniform(0.5, 0.64), rng.uniform(0.5, 0.64), rng.uniform(0.4, 0.5)])
-    post_kind = stype.post_kind
-    if post_kind == "either":
-        post_kind = "spine" if rng.random() < 0.5 else "shaft"
+    # a random draw only for a probability strictly between 0 and 1 (the base classes draw as before)
+    p_spine = stype.spine_probability
+    post_kind = "spine" if p_spine >= 1 or (p_spine > 0 and rng.random() < p_spine) else "shaft"
     if post_kind == "spine":
         head = s * rng.uniform(0.38, 0.46)
         post_axes = np.array([head, head * rng.uniform(0.9, 1.1), head])
@@ -157,6 +210,12 @@ def sample_synapse(
     cleft_radius = max(2.0, stype.cleft_extent * contact * rng.uniform(0.88, 1.08))
     curvature = max(0.0, stype.curvature + rng.uniform(-0.1, 0.1)) if stype.curvature else rng.uniform(0.0, 0.05)
     count_factor = float(np.clip(f, 0.3, 2.5)) ** 2
+    cleft_half = max(1.0, 0.04 * s) * rng.uniform(0.95, 1.1)
+    psd = stype.psd_thickness * detail * rng.uniform(0.85, 1.15)
+    vesicle_radius = max(1.0, stype.vesicle_radius * detail * rng.uniform(0.9, 1.1))
+    vesicle_count = max(3, int(round(stype.vesicle_count * count_factor * rng.uniform(0.85, 1.15))))
+    p_mito = stype.mito_near_cleft
+    mito_near_cleft = bool(p_mito >= 1 or (p_mito > 0 and rng.random() < p_mito))
     return Synapse(
         stype=stype,
         centre=np.asarray(centre, int),
@@ -171,10 +230,11 @@ def sample_synapse(
         neck_radius=neck_radius,
         cleft_radius=cleft_radius,
         kappa=curvature / cleft_radius,
-        cleft_half=max(1.0, 0.04 * s) * rng.uniform(0.95, 1.1),
-        psd=stype.psd_thickness * detail * rng.uniform(0.85, 1.15),
-        vesicle_radius=max(1.0, stype.vesicle_radius * detail * rng.uniform(0.9, 1.1)),
-        vesicle_count=max(3, int(round(stype.vesicle_count * count_factor * rng.uniform(0.85, 1.15)))),
+        cleft_half=cleft_half,
+        psd=psd,
+        vesicle_radius=vesicle_radius,
+        vesicle_count=vesicle_count,
+        mito_near_cleft=mito_near_cleft,
     )
 
 
@@ -290,7 +350,7 @@ def _place_vesicles(
 def draw_synapse(syn: Synapse, raw: np.ndarray, labels: dict[str, np.ndarray], rng: np.random.Generator) -> None:
     """Draw the synapse's ultrastructure into the volume (in place) and pick its side points.
 
-    Draws, inside ``syn.window``: mitochondria (near the cleft for ``mito_near_cleft`` types,
+    Draws, inside ``syn.window``: mitochondria (near the cleft when ``syn.mito_near_cleft``,
     elsewhere sometimes), the vesicle cloud, the cleft with its flanking membranes and the PSD.
 
     Args:
@@ -315,7 +375,7 @@ def draw_synapse(syn: Synapse, raw: np.ndarray, labels: dict[str, np.ndarray], r
     placements: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (centre, axis, cell)
     tangent_angle = rng.uniform(0, 2 * np.pi)
     tangent = np.cos(tangent_angle) * syn.frame[:, 0] + np.sin(tangent_angle) * syn.frame[:, 1]
-    if syn.stype.mito_near_cleft:
+    if syn.mito_near_cleft:
         lateral = rng.uniform(-0.3, 0.3) * syn.cleft_radius * syn.frame[:, 1]
         centre = syn.centre + n * (syn.cleft_half + 1.3 + mito_radius) + lateral
         placements.append((centre, tangent, pre))

@@ -57,7 +57,8 @@ def big_bbox() -> dict:
 
 def test_layout_names_and_counts(root):
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["raw", "seg", "bbox_1", "bbox_2", "bbox1.xlsx", "bbox2.xlsx", "synapse_types.csv"]
+        ["raw", "seg", "bbox_1", "bbox_2", "bbox1.xlsx", "bbox2.xlsx"]
+        + ["synapse_types.csv", "bbox_staining.csv", "dataset.json"]
     )
     expected = [f"slice_{z:03d}.tif" for z in range(1, SHAPE[0] + 1)]
     for n in (1, 2):
