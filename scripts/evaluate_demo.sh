@@ -6,6 +6,6 @@ DEMO_DIR="${DEMO_DIR:-demo}"
 ENCODER="${ENCODER:-bundle/models/model.pt}"
 python -m monai.bundle run inference --config_file bundle/configs/inference.yaml \
     --dataset_dir "$DEMO_DIR/data" --output_dir "$DEMO_DIR/embeddings" --encoder_path "$ENCODER" \
-    --backbone resnet10 --cube_size 32 --cache_dir "$DEMO_DIR/train/cache" "$@"
+    --cache_dir "$DEMO_DIR/train/cache" "$@"
 python -m synclr_monai evaluate --embeddings "$DEMO_DIR/embeddings/embeddings.h5" \
     --labels "$DEMO_DIR/data/synapse_types.csv" --out "$DEMO_DIR/embeddings"

@@ -121,6 +121,10 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
         cache_rate: fraction of bboxes cached (MONAI ``CacheDataset``).
         cache_num_workers: threads that fill the cache.
         progress: show the caching progress bar.
+        input_mode: what the encoder sees (:data:`~synclr_monai.transforms.config.INPUT_MODES`): the views
+            have 3 channels (``channels``) or 1 (``masked``, ``raw``).
+        pair_mode: mask-aware positives from one crop (``same_crop``) or two crops around the same cleft
+            component (``nearby``).
 
     Raises:
         ValueError: empty data, items that are neither loaded nor loadable, bad arguments, and (while
@@ -144,6 +148,8 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
         cache_rate: float = 1.0,
         cache_num_workers: int | None = 1,
         progress: bool = False,
+        input_mode: str = "channels",
+        pair_mode: str = "same_crop",
     ) -> None:
         data = list(data)
         if not data:
@@ -197,14 +203,23 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
                 raise
             raise cause from None
 
-        self.view_transform = RandTwoViewd("image", self.augment, materialize=self.views, delete_source=self.views)
-        self.random_sampler = RandCubeSamplerd(("raw", "mask"), self.cube_size)
+        self.input_mode = input_mode
+        self.view_transform = RandTwoViewd(
+            "image",
+            self.augment,
+            materialize=self.views,
+            delete_source=self.views,
+            cube_size=self.cube_size,
+            input_mode=input_mode,
+        )
+        self.random_sampler = RandCubeSamplerd(("raw", "mask"), self.cube_size, context=self.view_transform.context_size)
         self.mask_aware_sampler = MaskAwareCubeSamplerd(
             ("raw", "mask"),
             self.cube_size,
             view_transform=self.view_transform,
             min_shared_fraction=min_shared_fraction,
             max_retries=max_retries,
+            pair_mode=pair_mode,
         )
         self._state = torch.zeros(_COUNTERS + _N_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
         self.set_sampling_mode(sampling)
@@ -287,8 +302,8 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             d = self.view_transform(self.random_sampler(item))
         if d["fallback"]:
             self._state[self._counter_slot()] += 1
-        keys = ("view1", "view2") if self.views else ("image", "view_params")
-        out = {k: d[k] for k in keys}
+        keys = ("view1", "view2") if self.views else ("image", "view_params", "image2")
+        out = {k: d[k] for k in keys if k in d}
         out.update(fallback=int(d["fallback"]), cube_start=d["cube_start"], index=index)
         if "name" in d:
             out["name"] = str(d["name"])

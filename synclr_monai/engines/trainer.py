@@ -273,7 +273,10 @@ class ContrastiveTrainer(SupervisedTrainer):
             # parameters drawn by the dataset's workers (seeded, mask-aware checked) take precedence over
             # fresh draws on the device, so batched runs follow the same seeds as per-sample ones
             params = batchdata.get(self.params_key) if self.params_key else None
-            view1, view2 = self.batch_augment(cubes, params) if params is not None else self.batch_augment(cubes)
+            if "image2" in batchdata:  # nearby-location positives: the second view has its own cube
+                view1, view2 = self.batch_augment(cubes, params, self._move(batchdata["image2"]))
+            else:
+                view1, view2 = self.batch_augment(cubes, params) if params is not None else self.batch_augment(cubes)
         elif isinstance(batchdata, Mapping):
             missing = [k for k in self.view_keys if k not in batchdata]
             if missing:

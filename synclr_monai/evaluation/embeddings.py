@@ -18,7 +18,7 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,11 @@ def iter_dataset_cubes(
     cache_dir: str | os.PathLike | None = None,
     label_maps: Mapping | None = None,
     ids: pd.DataFrame | None = None,
+    input_mode: str = "channels",
+    voxel_size: Sequence[float] | None = None,
+    az_radius: int = 2,
 ) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Cubes of the synapses of a dataset root, loading one bbox at a time.
+    """The encoder inputs of the synapses of a dataset root, loading one bbox at a time.
 
     Args:
         dataset_dir: dataset root in the lab's layout.
@@ -90,6 +93,8 @@ def iter_dataset_cubes(
             the defaults.
         ids: when given (``bbox_name``, ``Var1``), only these synapses are cut (and only their bboxes
             loaded); every id must exist in the dataset.
+        input_mode, voxel_size, az_radius: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
+            training: the encoder's sidecar records them).
 
     Yields:
         ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row).
@@ -126,7 +131,7 @@ def iter_dataset_cubes(
             if wanted is not None and key not in wanted:
                 continue
             found.add(key)
-            yield key[0], key[1], synapse_cube(volume, row, cube_size)
+            yield key[0], key[1], synapse_cube(volume, row, cube_size, input_mode, voxel_size, az_radius)
         del volume  # let the bbox go before the next one is loaded
     if wanted is not None and wanted - found:
         lost = pd.DataFrame(sorted(wanted - found), columns=["bbox_name", "Var1"])
@@ -383,65 +388,78 @@ def run_inference(
     dataset_dir: str | os.PathLike,
     encoder_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    backbone: str = "resnet18",
+    backbone: str | None = None,
     backbone_kwargs: Mapping[str, Any] | None = None,
-    cube_size: int = 80,
+    cube_size: int | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
     label_maps: Mapping | None = None,
     amp: bool = False,
     progress: bool = True,
+    input_mode: str | None = None,
 ) -> Path:
     """Embed every synapse listed in the sheets of a dataset with an exported encoder.
 
-    Finds the bboxes, loads them one at a time, cuts each synapse-centred cube, builds the backbone,
-    loads the exported encoder state dict into it and writes ``embeddings.h5``/``embeddings.csv``.
+    Finds the bboxes, loads them one at a time, cuts each synapse-centred cube exactly as training did,
+    builds the backbone, loads the exported encoder state dict into it and writes
+    ``embeddings.h5``/``embeddings.csv``. The encoder's sidecar (``model.json``) is the truth for the
+    architecture and the input (:func:`~synclr_monai.networks.export.encoder_input_spec`): arguments left
+    None are taken from it, and one that contradicts it is an error.
 
     Args:
         dataset_dir: dataset root in the lab's layout.
         encoder_path: the exported encoder (``bundle/models/model.pt``, a plain backbone state dict).
         output_dir: where the embeddings files go.
-        backbone: backbone name for ``build_backbone`` (must match the exported weights).
-        backbone_kwargs: extra ``build_backbone`` arguments.
-        cube_size: edge length of the cubes (as in training).
+        backbone: backbone name (None: the sidecar's).
+        backbone_kwargs: extra ``build_backbone`` arguments (None: the sidecar's).
+        cube_size: edge length of the cubes (None: the sidecar's).
         batch_size: cubes per forward pass.
         device: e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         cache_dir: HDF5 cache folder for assembled bboxes.
         label_maps: label-map overrides for other datasets.
         amp: mixed-precision forward pass.
         progress: show a progress bar.
+        input_mode: ``channels``, ``masked`` or ``raw`` (None: the sidecar's).
 
     Returns:
         The path of ``embeddings.h5``.
 
     Raises:
         FileNotFoundError: if the dataset folder or the encoder file does not exist.
-        ValueError: if the dataset holds no synapse, or the encoder's sidecar metadata names another
-            backbone.
+        ValueError: if the dataset holds no synapse, or an argument contradicts the encoder's sidecar.
     """
     from synclr_monai.networks import build_backbone
-    from synclr_monai.networks.export import load_encoder, read_encoder_metadata
+    from synclr_monai.networks.export import encoder_input_spec, load_encoder
 
     encoder_path = Path(encoder_path)
     if not encoder_path.is_file():
         raise FileNotFoundError(f"encoder file {encoder_path} does not exist")
-    # The export's sidecar names its architecture: a mismatch is reported plainly here rather than
-    # as a long list of missing/unexpected state-dict keys.
-    exported = (read_encoder_metadata(encoder_path) or {}).get("backbone")
-    if exported and exported != backbone:
-        raise ValueError(f"{encoder_path} holds a {exported!r} encoder but backbone={backbone!r} was asked for")
-    kwargs = dict(backbone_kwargs or {})
-    network = build_backbone(backbone, in_channels=3, **kwargs)
+    spec = encoder_input_spec(
+        encoder_path, backbone=backbone, backbone_kwargs=backbone_kwargs, cube_size=cube_size, input_mode=input_mode
+    )
+    network = build_backbone(spec["backbone"], in_channels=spec["in_channels"], **spec["backbone_kwargs"])
     load_encoder(network, encoder_path)
-    logger.info("embedding synapses of %s with %s (%s, cube %d)", dataset_dir, encoder_path, backbone, cube_size)
-    cubes = iter_dataset_cubes(dataset_dir, cube_size, cache_dir=cache_dir, label_maps=label_maps)
+    logger.info(
+        "embedding synapses of %s with %s (%s, cube %d, input %s)",
+        dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"],
+    )  # fmt: skip
+    cubes = iter_dataset_cubes(
+        dataset_dir,
+        spec["cube_size"],
+        cache_dir=cache_dir,
+        label_maps=label_maps,
+        input_mode=spec["input_mode"],
+        voxel_size=spec["voxel_size"],
+        az_radius=spec["az_radius"],
+    )
     ids, vectors = compute_embeddings(network, cubes, batch_size=batch_size, device=device, amp=amp, progress=progress)
     attrs = {
         "dataset_dir": str(Path(dataset_dir).resolve()),
-        "cube_size": int(cube_size),
-        "backbone": backbone,
-        "backbone_kwargs": kwargs,
+        "cube_size": int(spec["cube_size"]),
+        "backbone": spec["backbone"],
+        "backbone_kwargs": spec["backbone_kwargs"],
+        "input_mode": spec["input_mode"],
         "checkpoint": str(encoder_path.resolve()),
         "label_maps": _jsonable_label_maps(label_maps),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -102,20 +102,23 @@ class EmbeddingEvalHandler:
         cache_dir: str | os.PathLike | None = None,
         label_maps: Mapping | None = None,
         label_column: str | None = None,
+        input_mode: str = "channels",
+        voxel_size: Sequence[float] | None = None,
+        az_radius: int = 2,
         **kwargs: Any,
     ) -> EmbeddingEvalHandler:
         """Build the handler from a dataset root and a labels CSV (convenient in bundle configs).
 
         Args:
-            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column: see
-                :func:`labelled_cubes_from_dataset`.
+            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode,
+                voxel_size, az_radius: see :func:`labelled_cubes_from_dataset`.
             kwargs: the remaining ``EmbeddingEvalHandler`` arguments.
 
         Returns:
             The handler.
         """
         cubes, labels = labelled_cubes_from_dataset(
-            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column
+            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode, voxel_size, az_radius
         )
         return cls(cubes, labels, **kwargs)
 
@@ -197,6 +200,9 @@ def labelled_cubes_from_dataset(
     cache_dir: str | os.PathLike | None = None,
     label_maps: Mapping | None = None,
     label_column: str | None = None,
+    input_mode: str = "channels",
+    voxel_size: Sequence[float] | None = None,
+    az_radius: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut the cube of every labelled synapse of a dataset.
 
@@ -207,9 +213,11 @@ def labelled_cubes_from_dataset(
         cache_dir: HDF5 bbox cache folder.
         label_maps: label-map overrides.
         label_column: the label column (default: ``type`` or the only other column).
+        input_mode, voxel_size, az_radius: the encoder's input, as in training
+            (:func:`~synclr_monai.data.bbox.synapse_cube`).
 
     Returns:
-        ``(cubes float32 [N, 3, S, S, S], labels [N] str)`` in dataset order.
+        ``(cubes float32 [N, 3 or 1, S, S, S], labels [N] str)`` in dataset order.
 
     Raises:
         FileNotFoundError: if the dataset folder or the labels file does not exist.
@@ -222,7 +230,11 @@ def labelled_cubes_from_dataset(
     table = read_labels(labels_csv, label_column)
     lookup = {(b, v): lab for b, v, lab in zip(table["bbox_name"], table["Var1"], table["label"])}
     cubes, labels = [], []
-    for name, var1, cube in iter_dataset_cubes(dataset_dir, cube_size, cache_dir, label_maps, ids=table):
+    cubes_of = iter_dataset_cubes(
+        dataset_dir, cube_size, cache_dir, label_maps, ids=table, input_mode=input_mode, voxel_size=voxel_size,
+        az_radius=az_radius,
+    )  # fmt: skip
+    for name, var1, cube in cubes_of:
         cubes.append(np.asarray(cube, dtype=np.float32))
         labels.append(lookup[(name, var1)])
     return np.stack(cubes), np.asarray(labels, dtype=str)

@@ -35,7 +35,13 @@ def _check_temperature(temperature: float) -> None:
 
 
 def _nt_xent(
-    z1: torch.Tensor, z2: torch.Tensor, z1_all: torch.Tensor, z2_all: torch.Tensor, offset: int, temperature: float
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z1_all: torch.Tensor,
+    z2_all: torch.Tensor,
+    offset: int,
+    temperature: float,
+    decoupled: bool = False,
 ) -> torch.Tensor:
     """Mean NT-Xent over the local anchors against all candidates.
 
@@ -46,6 +52,8 @@ def _nt_xent(
         z2_all: ``[N, D]`` normalised second views of all ranks (candidates), in the same order.
         offset: index of the local rows in ``z1_all``/``z2_all``.
         temperature: softmax temperature.
+        decoupled: decoupled contrastive loss (Yeh et al., 2022): the positive is left out of the
+            denominator, which removes the small-batch bias of NT-Xent's gradient.
 
     Returns:
         scalar mean over the 2B anchors.
@@ -60,10 +68,14 @@ def _nt_xent(
     positive = torch.cat([local + n, local])  # its other view
     # An anchor is never its own negative: its column gets zero weight in the softmax.
     logits = logits.index_put((rows, own), torch.tensor(float("-inf"), device=logits.device))
-    return F.cross_entropy(logits, positive)
+    if not decoupled:
+        return F.cross_entropy(logits, positive)
+    pos = logits[rows, positive]
+    negatives = logits.index_put((rows, positive), torch.tensor(float("-inf"), device=logits.device))
+    return (torch.logsumexp(negatives, dim=1) - pos).mean()
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, decoupled: bool = False) -> torch.Tensor:
     """NT-Xent on one process: mean over the 2B anchors of ``-log softmax`` of the positive pair.
 
     For anchor ``z1[i]`` the positive is ``z2[i]`` (and vice versa) and the other ``2B - 2`` samples are
@@ -74,6 +86,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
         z1: ``[B, D]`` projections of the first views.
         z2: ``[B, D]`` projections of the second views.
         temperature: softmax temperature (> 0).
+        decoupled: leave the positive out of the denominator (decoupled contrastive loss).
 
     Returns:
         scalar float32 loss.
@@ -85,7 +98,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     _check_temperature(temperature)
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1n, z2n = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-        return _nt_xent(z1n, z2n, z1n, z2n, 0, temperature)
+        return _nt_xent(z1n, z2n, z1n, z2n, 0, temperature, decoupled)
 
 
 class NTXentLoss(nn.Module):
@@ -102,17 +115,23 @@ class NTXentLoss(nn.Module):
         temperature: softmax temperature (> 0); 0.1 is the lab's default.
         gather_distributed: gather negatives from all ranks when torch.distributed is initialised.
         group: process group to gather over (default: the world).
+        decoupled: decoupled contrastive loss (positive left out of the denominator), for small batches.
 
     Raises:
         ValueError: for a non-positive temperature.
     """
 
     def __init__(
-        self, temperature: float = 0.1, gather_distributed: bool = True, group: dist.ProcessGroup | None = None
+        self,
+        temperature: float = 0.1,
+        gather_distributed: bool = True,
+        group: dist.ProcessGroup | None = None,
+        decoupled: bool = False,
     ):
         super().__init__()
         _check_temperature(temperature)
         self.temperature = temperature
+        self.decoupled = bool(decoupled)
         self.gather_distributed = gather_distributed
         self.group = group
 
@@ -132,13 +151,13 @@ class NTXentLoss(nn.Module):
         check_projections(z1, z2)
         rank, world = distributed_world(self.group) if self.gather_distributed else (0, 1)
         if world == 1:
-            return nt_xent_loss(z1, z2, self.temperature)
+            return nt_xent_loss(z1, z2, self.temperature, self.decoupled)
         # Logits in float32 even under AMP: with bf16 the similarities / 0.1 lose most of their precision.
         with torch.autocast(device_type=z1.device.type, enabled=False):
             z1n, z2n = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
             z1_all = gather_with_grad(z1n, self.group)
             z2_all = gather_with_grad(z2n, self.group)
-            return _nt_xent(z1n, z2n, z1_all, z2_all, rank * z1.shape[0], self.temperature)
+            return _nt_xent(z1n, z2n, z1_all, z2_all, rank * z1.shape[0], self.temperature, self.decoupled)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"
+        return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, decoupled={self.decoupled}"

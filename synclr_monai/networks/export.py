@@ -36,6 +36,7 @@ from synclr_monai.utils import atomic_output
 __all__ = [
     "ENCODER_FORMAT",
     "EncoderMismatchError",
+    "encoder_input_spec",
     "encoder_keys",
     "encoder_state_dict",
     "exportable_encoder",
@@ -252,6 +253,71 @@ def save_encoder(
     with atomic_output(metadata_path(path)) as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=repr))
     return path
+
+
+#: What an encoder expects of its input, recorded in the sidecar by training (defaults: a sidecar without them).
+INPUT_SPEC_DEFAULTS: dict[str, Any] = {"input_mode": "channels", "voxel_size": None, "az_radius": 2}
+
+
+def encoder_input_spec(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
+    """The architecture and input of an exported encoder: its sidecar, checked against given values.
+
+    The sidecar (``model.json``) is the single truth: ``backbone``, ``backbone_kwargs``, ``in_channels``,
+    ``cube_size``, ``input_mode``, ``voxel_size`` and ``az_radius`` are read from it; a value in ``given``
+    that is not None must agree with it.
+
+    Args:
+        path: the encoder file (its sidecar beside it).
+        given: values asked for by the caller (``None``: take the sidecar's).
+
+    Returns:
+        The resolved entries (``in_channels`` follows from ``input_mode``).
+
+    Raises:
+        ValueError: a given value contradicts the sidecar, or a value needed is in neither.
+    """
+    from synclr_monai.transforms.config import input_channels
+
+    meta = read_encoder_metadata(path) or {}
+    out: dict[str, Any] = {}
+    keys = ("backbone", "backbone_kwargs", "cube_size", *INPUT_SPEC_DEFAULTS)
+    for key in keys:
+        value, recorded = given.get(key), meta.get(key)
+        if key == "backbone_kwargs" and value is not None:
+            value = dict(value)
+            if recorded is not None:
+                # the sidecar also records arguments the builder fills in; compare the ones given
+                recorded_cmp = {k: recorded.get(k) for k in value}
+                if recorded_cmp != value:
+                    raise ValueError(
+                        f"{metadata_path(path)}: the encoder was trained with backbone_kwargs {recorded}, "
+                        f"but {value} was asked for; leave it unset to use the recorded one"
+                    )
+                value = recorded
+        elif value is not None and recorded is not None and _norm(value) != _norm(recorded):
+            raise ValueError(
+                f"{metadata_path(path)}: the encoder was trained with {key}={recorded!r}, but {key}={value!r} "
+                f"was asked for; leave it unset (null) to use the recorded value"
+            )
+        out[key] = value if value is not None else recorded if recorded is not None else INPUT_SPEC_DEFAULTS.get(key)
+    for key in ("backbone", "cube_size"):
+        if out[key] is None:
+            raise ValueError(f"{metadata_path(path)}: no {key} recorded for {path}; pass {key} explicitly")
+    out["backbone_kwargs"] = {
+        k: v for k, v in dict(out["backbone_kwargs"] or {}).items() if k not in ("in_channels", "spatial_dims")
+    }
+    out["cube_size"] = int(out["cube_size"])
+    out["in_channels"] = input_channels(out["input_mode"])
+    recorded_channels = meta.get("in_channels")
+    if recorded_channels is not None and int(recorded_channels) != out["in_channels"]:
+        raise ValueError(f"{metadata_path(path)}: in_channels {recorded_channels} does not fit input_mode {out['input_mode']!r}")
+    return out
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return value
 
 
 def read_encoder_metadata(path: str | os.PathLike) -> dict[str, Any] | None:

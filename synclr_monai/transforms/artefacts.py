@@ -31,6 +31,7 @@ __all__ = [
     "raw_gamma",
     "batched_raw_gamma_",
     "cutout_",
+    "max_filter",
     "mask_morphology",
     "batched_mask_morphology_",
     "to_input_mode",
@@ -83,7 +84,7 @@ def section_artefacts_(
         if len(black):
             raw[torch.as_tensor(black, dtype=torch.long).to(x.device)] = raw.min()
         if dy or dx:
-            # edge-replicating shift of sections first.. (an index gather, no wrap-around)
+            # sections from `first` on move in-plane; edges replicate (an index gather, no wrap-around)
             ys = (torch.arange(x.shape[3], device=x.device) - dy).clamp(0, x.shape[3] - 1)
             xs = (torch.arange(x.shape[4], device=x.device) - dx).clamp(0, x.shape[4] - 1)
             part = x[b, :, first:]
@@ -147,6 +148,23 @@ def cutout_(x: torch.Tensor, start: np.ndarray, size: np.ndarray) -> torch.Tenso
     return x
 
 
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grey dilation of ``[N, C, Z, Y, X]`` by a cube of edge ``2 * radius + 1`` (zeros past the border).
+
+    A cube is separable: three 1-D max-pools cost ``3k`` comparisons per voxel instead of ``k^3``.
+    """
+    if radius <= 0:
+        return x
+    k, r = 2 * int(radius) + 1, int(radius)
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = k
+        pad = [0, 0, 0]
+        pad[axis] = r
+        x = F.max_pool3d(x, tuple(kernel), stride=1, padding=tuple(pad))
+    return x
+
+
 def _mask_channels(k: int) -> list[int]:
     return [c for c in (PRE_CHANNEL, CLEFT_CHANNEL, POST_CHANNEL) if c < k]
 
@@ -176,9 +194,8 @@ def batched_mask_morphology_(x: torch.Tensor, morph: np.ndarray) -> torch.Tensor
         r = int(morph[b, c])
         ch = _mask_channels(x.shape[1])[int(c)]
         m = x[int(b), ch][None, None]
-        k = 2 * abs(r) + 1
         # max-pooling pads with -inf: dilation sees zeros past the border, erosion ones (as MONAI's)
-        res = F.max_pool3d(m, k, stride=1, padding=abs(r)) if r > 0 else 1 - F.max_pool3d(1 - m, k, stride=1, padding=abs(r))
+        res = max_filter(m, r) if r > 0 else 1 - max_filter(1 - m, -r)
         x[int(b), ch] = res[0, 0]
     return x
 
@@ -214,7 +231,6 @@ def to_input_mode(x: torch.Tensor, input_mode: str, az_radius: np.ndarray | None
     for r in np.unique(radii):
         idx = torch.as_tensor(np.flatnonzero(radii == r), dtype=torch.long, device=x.device)
         z = zone.index_select(0, idx)
-        if r > 0:
-            z = F.max_pool3d(z, 2 * int(r) + 1, stride=1, padding=int(r))
+        z = max_filter(z, int(r))
         out.index_copy_(0, idx, out.index_select(0, idx) * z)
     return out

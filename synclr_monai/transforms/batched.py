@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import Randomizable
 
-from .config import CLEFT_CHANNEL, RAW_CHANNEL, ROTATION_PLANES, AugmentConfig
+from .artefacts import to_input_mode
+from .config import CLEFT_CHANNEL, PRE_CHANNEL, RAW_CHANNEL, ROTATION_PLANES, AugmentConfig
 from .params import TwoViewParams, ViewParams, sample_two_view_params
 
 __all__ = [
@@ -67,8 +68,8 @@ _TRUNCATED = 4.0
 def _check_batch(cubes: torch.Tensor) -> int:
     if not isinstance(cubes, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor batch of cubes, got {type(cubes).__name__}")
-    if cubes.ndim != 5 or cubes.shape[1] != 3 or len(set(cubes.shape[2:])) != 1:
-        raise ValueError(f"expected a batch of cubes [B, 3, S, S, S], got shape {tuple(cubes.shape)}")
+    if cubes.ndim != 5 or cubes.shape[1] not in (3, 4) or len(set(cubes.shape[2:])) != 1:
+        raise ValueError(f"expected a batch of cubes [B, 3 or 4, S, S, S], got shape {tuple(cubes.shape)}")
     if not cubes.is_floating_point():
         raise ValueError(f"expected a floating-point batch of cubes, got {cubes.dtype}")
     return int(cubes.shape[2])
@@ -549,8 +550,52 @@ def _default_chunk(device: torch.device, batch: int) -> int:
     return 1 if device.type == "cpu" else max(batch, 1)
 
 
+def _uses_strong_views(p: ViewParams) -> bool:
+    """Whether any of the stronger views' steps is drawn for these cubes."""
+    return bool(
+        np.any(p.resampled) or np.any(p.gamma != 1) or np.any(p.noise_std) or np.any(p.mult_noise_std)
+        or np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign) or np.any(p.cutout_size)
+        or np.any(p.morph) or np.any(p.pre_dropout)
+    )  # fmt: skip
+
+
+def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> torch.Tensor:
+    """The per-sample order (:func:`~.functional.apply_view_params`) for a batch with the stronger views."""
+    from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_, section_artefacts_
+    from .geometry import batched_affine_resample
+
+    x = cubes.to(torch.float32).clone()
+    section_artefacts_(x, p.section_std, p.blackout, p.misalign, p.section_seed)
+    s = int(x.shape[2])
+    if np.any(p.resampled):
+        s = int(p.crop_size[0, 0])
+        x = batched_affine_resample(x, p.affine, p.offset, s)
+    if np.any(p.rot_k % 4):
+        x = batched_rotate90(x, p.rot_k, p.rot_plane)
+    batched_raw_intensity_(x, p.scale, p.shift)
+    batched_raw_gamma_(x, p.gamma)
+    batched_raw_gaussian_smooth_(x, p.blur, p.sigma)
+    raw_noise_(x, p.noise_std, p.mult_noise_std, p.noise_seed)
+    crop = ~p.resampled & np.any(p.crop_size != s, axis=1)
+    if np.any(crop):
+        idx = np.flatnonzero(crop)
+        part = x[torch.as_tensor(idx, device=x.device)]
+        x[torch.as_tensor(idx, device=x.device)] = batched_crop_resize(
+            part, p.crop_start[idx], p.crop_size[idx], method=crop_method
+        )
+    batched_mask_dropout_(x, p.dropout)
+    batched_mask_dropout_(x, p.pre_dropout, PRE_CHANNEL)
+    batched_mask_morphology_(x, p.morph)
+    cutout_(x, p.cutout_start, p.cutout_size)
+    return x
+
+
 def batched_apply_view(
-    cubes: torch.Tensor, params: ViewParams, chunk_size: int | None = None, crop_method: str = "auto"
+    cubes: torch.Tensor,
+    params: ViewParams,
+    chunk_size: int | None = None,
+    crop_method: str = "auto",
+    input_mode: str | None = None,
 ) -> torch.Tensor:
     """Apply one view's parameters to a batch: stream A (rotation, raw jitter, raw blur), then stream B
     (crop and resize back, cleft dropout). The order and arithmetic are those of the per-sample path.
@@ -561,9 +606,14 @@ def batched_apply_view(
         chunk_size: cubes processed together (None: 1 on the CPU, all elsewhere). On the CPU, chunks
             of one cube with a ``crop_method`` other than ``"gather"`` take the fused per-cube path.
         crop_method: see :func:`batched_crop_resize`.
+        input_mode: the encoder's input the views are turned into (None: every channel of the cubes).
+
+    With the stronger 3-D views (or 4-channel cubes) the batch takes the general route
+    (:func:`_apply_strong_view`): the same order and arithmetic as the per-sample path, each step over the
+    whole batch; the cubes are then contexts ``[B, K, C, C, C]`` and the views ``[B, K, S, S, S]``.
 
     Returns:
-        The view, ``[B, 3, S, S, S]`` float32 on the cubes' device.
+        The view, ``[B, 3, S, S, S]`` float32 on the cubes' device (``[B, 1 or 3, S, S, S]`` with an input mode).
 
     Raises:
         ValueError: a malformed batch, parameters of another batch size, crops outside the cubes or a
@@ -574,6 +624,9 @@ def batched_apply_view(
     if len(params) != b:
         raise ValueError(f"batched_apply_view: {len(params)} parameter sets for a batch of {b}")
     params.check_cube_size(s)
+    if _uses_strong_views(params) or cubes.shape[1] != 3 or input_mode not in (None, "channels"):
+        out = _apply_strong_view(cubes, params, crop_method)
+        return out if input_mode is None else to_input_mode(out, input_mode, params.az_radius).contiguous()
     chunk = _default_chunk(cubes.device, b) if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise ValueError(f"batched_apply_view: chunk_size must be >= 1, got {chunk_size}")
@@ -604,13 +657,16 @@ class BatchedTwoViewAugment(Randomizable):
     ``aug(cubes) -> (view1, view2)`` draws fresh parameters from ``self.R`` (seed it with
     :meth:`set_random_state`); ``aug(cubes, params)`` applies given parameters, e.g. those a
     ``ContrastiveCubeDataset(views=False)`` drew in its workers (``batch["view_params"]``), which makes
-    the device augmentation follow the dataset's seeds and its mask-aware checks.
+    the device augmentation follow the dataset's seeds and its mask-aware checks. ``aug(cubes, params,
+    cubes2)`` makes the second view from ``cubes2`` (the nearby-location positives, ``batch["image2"]``).
 
     Args:
         config: probabilities and ranges (an :class:`AugmentConfig`, a mapping of its fields, or None
             for the lab defaults).
         chunk_size: cubes processed together (None: 1 on the CPU, the whole batch elsewhere).
         crop_method: ``"auto"``, ``"gather"`` or ``"interpolate"`` (see :func:`batched_crop_resize`).
+        input_mode: the encoder's input the views are turned into (None: every channel).
+        cube_size: the views' edge S (None: the cubes' edge, for views without a context).
     """
 
     def __init__(
@@ -618,6 +674,8 @@ class BatchedTwoViewAugment(Randomizable):
         config: AugmentConfig | Mapping[str, Any] | None = None,
         chunk_size: int | None = None,
         crop_method: str = "auto",
+        input_mode: str | None = "channels",
+        cube_size: int | None = None,
     ) -> None:
         self.config = AugmentConfig.from_any(config)
         if chunk_size is not None and int(chunk_size) < 1:
@@ -628,38 +686,49 @@ class BatchedTwoViewAugment(Randomizable):
             )
         self.chunk_size = chunk_size
         self.crop_method = crop_method
+        self.input_mode = input_mode
+        self.cube_size = None if cube_size is None else int(cube_size)
 
     def sample_params(self, batch_size: int, cube_size: int) -> TwoViewParams:
         """Draw both views' parameters for a batch from ``self.R``."""
-        return sample_two_view_params(self.R, int(batch_size), int(cube_size), self.config)
+        return sample_two_view_params(
+            self.R, int(batch_size), int(cube_size), self.config, self.input_mode or "channels"
+        )
 
     def randomize(self, data: Any = None) -> None:
         """Unused: parameters are drawn per call by :meth:`sample_params`."""
 
     @torch.no_grad()
     def __call__(
-        self, cubes: torch.Tensor, params: TwoViewParams | Mapping[str, Any] | None = None
+        self,
+        cubes: torch.Tensor,
+        params: TwoViewParams | Mapping[str, Any] | None = None,
+        cubes2: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a batch.
 
         Args:
-            cubes: ``[B, 3, S, S, S]`` float tensor on any device (left unchanged).
+            cubes: ``[B, 3 or 4, C, C, C]`` float tensor on any device (left unchanged).
             params: parameters of the B cubes (a :class:`TwoViewParams` or its (collated) dict form), or
                 None to draw them.
+            cubes2: the second view's cubes (same shape), or None to make both views from ``cubes``.
 
         Returns:
-            ``(view1, view2)``, each ``[B, 3, S, S, S]`` float32 on the cubes' device.
+            ``(view1, view2)``, each ``[B, 3 or 1, S, S, S]`` float32 on the cubes' device.
 
         Raises:
             TypeError: ``cubes`` is not a tensor.
             ValueError: a malformed batch, or parameters for another batch size or cube size.
         """
         s = _check_batch(cubes)
+        if cubes2 is not None and tuple(cubes2.shape) != tuple(cubes.shape):
+            raise ValueError(f"BatchedTwoViewAugment: cubes2 {tuple(cubes2.shape)} differs from cubes {tuple(cubes.shape)}")
         if params is None:
-            params = self.sample_params(cubes.shape[0], s)
+            params = self.sample_params(cubes.shape[0], self.cube_size or s)
         elif isinstance(params, Mapping):
             params = TwoViewParams.from_dict(params)
         if len(params) != cubes.shape[0]:
             raise ValueError(f"BatchedTwoViewAugment: {len(params)} parameter sets for a batch of {cubes.shape[0]}")
-        kw = {"chunk_size": self.chunk_size, "crop_method": self.crop_method}
-        return batched_apply_view(cubes, params.view1, **kw), batched_apply_view(cubes, params.view2, **kw)
+        kw = {"chunk_size": self.chunk_size, "crop_method": self.crop_method, "input_mode": self.input_mode}
+        second = cubes if cubes2 is None else cubes2
+        return batched_apply_view(cubes, params.view1, **kw), batched_apply_view(second, params.view2, **kw)

@@ -304,7 +304,7 @@ def apply_view_params(cube: NdarrayOrTensor, params: ViewParams, input_mode: str
         ValueError: a malformed cube, ``params`` not of length 1, or a crop outside the cube.
     """
     from .artefacts import cutout_, mask_morphology, raw_gamma, raw_noise_, section_artefacts_, to_input_mode
-    from .geometry import affine_resample
+    from .geometry import batched_affine_resample
 
     s, _, _ = check_cube(cube, "apply_view_params")
     if len(params) != 1:
@@ -320,7 +320,9 @@ def apply_view_params(cube: NdarrayOrTensor, params: ViewParams, input_mode: str
         section_artefacts_(x[None], p.section_std, p.blackout, p.misalign, p.section_seed)
     if p.resampled[0]:
         s = int(p.crop_size[0, 0])
-        x = affine_resample(x, p.affine[0], p.offset[0], s)
+        # the batched grid_sample route with one cube: MONAI's Affine (geometry.affine_resample, the
+        # reference it is tested against) spends most of its time on metadata, per view, in every worker
+        x = batched_affine_resample(x[None], p.affine, p.offset, s)[0]
     k, plane = int(p.rot_k[0]), int(p.rot_plane[0])
     if k % 4:
         x = rotate90(x, k, plane)
@@ -357,10 +359,12 @@ def retained_voxels(mask: np.ndarray, params: ViewParams) -> int:
 
     Rotations permute voxels; only the crop removes any. The count is taken on the rotated mask inside
     the crop window, before the resize, so it counts original voxels (nearest-neighbour upsampling
-    repeats some of them, which would inflate a count taken after the resize).
+    repeats some of them, which would inflate a count taken after the resize). For a view resampled from
+    a context cube (3-D rotation), ``mask`` is the context's and the count is
+    :func:`~.geometry.retained_voxels_affine`.
 
     Args:
-        mask: ``[S, S, S]`` binary mask of one component inside the cube.
+        mask: ``[S, S, S]`` (or ``[C, C, C]`` context) binary mask of one component.
         params: a length-1 :class:`ViewParams`.
 
     Returns:
@@ -370,6 +374,10 @@ def retained_voxels(mask: np.ndarray, params: ViewParams) -> int:
         raise ValueError(
             f"retained_voxels: need a [S, S, S] mask and one cube's parameters, got {mask.shape}, {len(params)}"
         )
+    if params.resampled[0]:
+        from .geometry import retained_voxels_affine
+
+        return retained_voxels_affine(mask, params.affine[0], params.offset[0], int(params.crop_size[0, 0]))
     # np.rot90 returns a view and follows the same convention as torch.rot90 (used by MONAI Rotate90)
     rotated = np.rot90(mask, int(params.rot_k[0]), axes=ROTATION_PLANES[int(params.rot_plane[0])])
     sl = tuple(slice(int(a), int(a + n)) for a, n in zip(params.crop_start[0], params.crop_size[0]))

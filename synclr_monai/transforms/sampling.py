@@ -33,9 +33,13 @@ __all__ = [
     "RandCubeSampler",
     "RandCubeSamplerd",
     "MaskAwareCubeSamplerd",
+    "PAIR_MODES",
 ]
 
 _STRUCTURE_RANK = {6: 1, 18: 2, 26: 3}
+
+#: How the two views of a mask-aware sample are made: from one cube, or from two cubes around one cleft.
+PAIR_MODES = ("same_crop", "nearby")
 
 
 def _check_cube_size(cube_size: Any) -> int:
@@ -317,6 +321,8 @@ class RandCubeSamplerd(Randomizable, MapTransform):
         fallback_key: where to write 0 (random sampling never falls back; the key keeps batches of
             both sampling modes alike), or None.
         allow_missing_keys: not supported (both keys are required); kept for the MONAI signature.
+        context: edge of the context cube cut around the cube (for views resampled by a 3-D rotation;
+            zero padding past the volume); None: the cube itself.
     """
 
     def __init__(
@@ -327,12 +333,14 @@ class RandCubeSamplerd(Randomizable, MapTransform):
         start_key: str | None = "cube_start",
         fallback_key: str | None = "fallback",
         allow_missing_keys: bool = False,
+        context: int | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"RandCubeSamplerd: expected the raw and mask keys, got {self.keys}")
         self.cube_size = _check_cube_size(cube_size)
         self.output_key, self.start_key, self.fallback_key = output_key, start_key, fallback_key
+        self.context = context
 
     def randomize(self, spatial_shape: Sequence[int]) -> np.ndarray:  # type: ignore[override]
         """Draw a start uniformly over the valid positions."""
@@ -343,7 +351,7 @@ class RandCubeSamplerd(Randomizable, MapTransform):
         raw, mask = d[self.keys[0]], d[self.keys[1]]
         shape = check_bbox_arrays(raw, mask, self.cube_size, _item_name(d))
         start = self.randomize(shape)
-        d[self.output_key] = cut_cube(raw, mask, start, self.cube_size)
+        d[self.output_key] = cut_cube(raw, mask, start, self.cube_size, context=self.context, pad=True)
         if self.start_key is not None:
             d[self.start_key] = start
         if self.fallback_key is not None:
@@ -376,6 +384,14 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         start_key: where to write the cube's start (None: don't).
         fallback_key: where to write the 0/1 fallback flag (None: don't).
         allow_missing_keys: not supported; kept for the MONAI signature.
+        pair_mode: ``"same_crop"`` (both views from one cube, the lab's pairs) or ``"nearby"`` (the second
+            view from a second, independently placed cube that holds the same cleft component: SegCLR's
+            nearby-location positives; written to ``second_key``).
+        second_key: where the second cube goes in ``"nearby"`` mode.
+
+    With a ``view_transform`` whose views are resampled from a context (3-D rotation), the cubes are
+    that context (edge ``view_transform.context_size``) and the shared fraction is counted through each
+    view's resample.
 
     Raises:
         ValueError: bad arguments; at call time a malformed item or a cube larger than the volume.
@@ -394,10 +410,17 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         start_key: str | None = "cube_start",
         fallback_key: str | None = "fallback",
         allow_missing_keys: bool = False,
+        pair_mode: str = "same_crop",
+        second_key: str = "image2",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"MaskAwareCubeSamplerd: expected the raw and mask keys, got {self.keys}")
+        if pair_mode not in PAIR_MODES:
+            raise ValueError(f"MaskAwareCubeSamplerd: pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
+        if pair_mode == "nearby" and view_transform is None:
+            raise ValueError("MaskAwareCubeSamplerd: pair_mode='nearby' needs a view_transform")
+        self.pair_mode, self.second_key = pair_mode, second_key
         if not 0.0 <= float(min_shared_fraction) <= 1.0:
             raise ValueError(f"MaskAwareCubeSamplerd: min_shared_fraction must be in [0, 1], got {min_shared_fraction}")
         if int(max_retries) < 0:
@@ -431,18 +454,33 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
     def randomize(self, data: Any = None) -> None:
         """Unused: the draws happen per attempt in :meth:`__call__`."""
 
-    def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any]:
+    @property
+    def context(self) -> int:
+        """Edge of the cubes cut (the views' context, or the cube edge)."""
+        if self.view_transform is None or self.view_transform.cube_size is None:
+            return self.cube_size
+        return int(self.view_transform.context_size)
+
+    def _kept(self, comps: CleftComponents, k: int, start: np.ndarray, view: Any) -> int:
+        """Voxels of component ``k`` that a view of the cube at ``start`` keeps."""
+        c, s = self.context, self.cube_size
+        return retained_voxels(comps.cube_mask(k, start - (c - s) // 2, c), view)
+
+    def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any, np.ndarray | None]:
         s = self.cube_size
         k = int(self.R.randint(len(comps)))
         start = comps.random_cube_start(k, s, self.R)
-        in_cube = comps.cube_mask(k, start, s)
+        start2 = comps.random_cube_start(k, s, self.R) if self.pair_mode == "nearby" else None
         params = None
         if self.view_transform is not None:
             params = self.view_transform.randomize(s)
-            kept = min(retained_voxels(in_cube, params.view1), retained_voxels(in_cube, params.view2))
+            kept = min(
+                self._kept(comps, k, start, params.view1),
+                self._kept(comps, k, start if start2 is None else start2, params.view2),
+            )
         else:
-            kept = int(np.count_nonzero(in_cube))
-        return kept / float(comps.sizes[k]), start, params
+            kept = int(np.count_nonzero(comps.cube_mask(k, start, s)))
+        return kept / float(comps.sizes[k]), start, params, start2
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -456,7 +494,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         comps = d[self.components_key]
         if not isinstance(comps, CleftComponents) or tuple(comps.shape) != tuple(shape):
             raise ValueError(f"{name}: {self.components_key!r} must be the CleftComponents of a {shape} volume")
-        best: tuple[float, np.ndarray, Any] | None = None
+        best: tuple[float, np.ndarray, Any, np.ndarray | None] | None = None
         if len(comps):
             for _ in range(1 + self.max_retries):
                 attempt = self._attempt(comps)
@@ -464,15 +502,19 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
                     best = attempt
                 if attempt[0] >= self.min_shared_fraction:
                     break
+        start2 = None
         if best is None:
             start = np.array([self.R.randint(n - self.cube_size + 1) for n in shape], dtype=np.int64)
             params = self.view_transform.randomize(self.cube_size) if self.view_transform is not None else None
             fallback = True
         else:
-            fraction, start, params = best
+            fraction, start, params, start2 = best
             fallback = fraction < self.min_shared_fraction
         self.fallback_count += int(fallback)
-        d[self.output_key] = cut_cube(raw, mask, start, self.cube_size)
+        d[self.output_key] = cut_cube(raw, mask, start, self.cube_size, context=self.context, pad=True)
+        if self.pair_mode == "nearby":
+            second = start if start2 is None else start2
+            d[self.second_key] = cut_cube(raw, mask, second, self.cube_size, context=self.context, pad=True)
         if self.start_key is not None:
             d[self.start_key] = start
         if self.fallback_key is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
-from .config import AugmentConfig
+from .config import INPUT_MODES, AugmentConfig
 from .functional import apply_view_params, as_float_tensor, check_cube
 from .params import TwoViewParams, sample_two_view_params
 
@@ -30,6 +30,11 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
     DataLoader collates), for :class:`~synclr_monai.transforms.batched.BatchedTwoViewAugment` to apply
     on the GPU.
 
+    With the stronger 3-D views the cube is a larger context (edge
+    :meth:`AugmentConfig.context_size`) that each view resamples to ``cube_size``. When ``data`` holds
+    ``second_key`` (a second crop around the same synapse: the nearby-location positive pairs of
+    mask-aware sampling), the second view is made from it instead of from ``data[key]``.
+
     Args:
         keys: the key of the cube (exactly one).
         config: probabilities and ranges (an :class:`AugmentConfig`, a mapping of its fields, or None
@@ -39,6 +44,10 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         materialize: compute the views (True) or only draw their parameters (False).
         delete_source: drop ``data[key]`` once the views are computed.
         allow_missing_keys: don't raise for a missing key.
+        cube_size: the views' edge S (None: the cube's edge, which needs views without a context).
+        input_mode: the encoder's input (:data:`~.config.INPUT_MODES`) the views are turned into; None
+            keeps every channel of the cube.
+        second_key: the key of an optional second cube for the second view.
 
     Raises:
         ValueError: more than one key.
@@ -53,6 +62,9 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         materialize: bool = True,
         delete_source: bool = False,
         allow_missing_keys: bool = False,
+        cube_size: int | None = None,
+        input_mode: str | None = "channels",
+        second_key: str = "image2",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
@@ -66,10 +78,20 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         self.materialize = materialize
         self.delete_source = delete_source
         self.params: TwoViewParams | None = None
+        if input_mode is not None and input_mode not in INPUT_MODES:
+            raise ValueError(f"RandTwoViewd: input_mode must be one of {INPUT_MODES} or None, got {input_mode!r}")
+        self.cube_size = None if cube_size is None else int(cube_size)
+        self.input_mode = input_mode
+        self.second_key = second_key
+
+    @property
+    def context_size(self) -> int | None:
+        """Edge of the cube the views are made from (None: any, when ``cube_size`` is not set)."""
+        return None if self.cube_size is None else self.config.context_size(self.cube_size)
 
     def randomize(self, cube_size: int) -> TwoViewParams:  # type: ignore[override]
-        """Draw both views' parameters for one cube of edge ``cube_size``; also kept in ``self.params``."""
-        self.params = sample_two_view_params(self.R, 1, int(cube_size), self.config)
+        """Draw both views' parameters for views of edge ``cube_size``; also kept in ``self.params``."""
+        self.params = sample_two_view_params(self.R, 1, int(cube_size), self.config, self.input_mode or "channels")
         return self.params
 
     def apply(self, d: dict, params: TwoViewParams) -> dict:
@@ -84,14 +106,18 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         """
         key = self.keys[0]
         cube = d[key]
-        check_cube(cube, f"RandTwoViewd: data[{key!r}]", channels=3)
+        check_cube(cube, f"RandTwoViewd: data[{key!r}]")
+        second = d.get(self.second_key, cube)
         if self.materialize:
-            d[self.view_keys[0]] = apply_view_params(cube, params.view1)
-            d[self.view_keys[1]] = apply_view_params(cube, params.view2)
+            d[self.view_keys[0]] = apply_view_params(cube, params.view1, self.input_mode)
+            d[self.view_keys[1]] = apply_view_params(second, params.view2, self.input_mode)
             if self.delete_source:
                 del d[key]
+                d.pop(self.second_key, None)
         else:
             d[key] = as_float_tensor(cube)
+            if self.second_key in d:
+                d[self.second_key] = as_float_tensor(second)
             # a length-1 sample's parameters without the batch axis, so collation adds it back
             d[self.params_key] = {v: {n: a[0] for n, a in p.items()} for v, p in params.to_dict().items()}
         return d
@@ -101,5 +127,5 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         keys = list(self.key_iterator(d))
         if not keys:
             return d
-        params = self.randomize(d[keys[0]].shape[1])
+        params = self.randomize(self.cube_size or d[keys[0]].shape[1])
         return self.apply(d, params)
