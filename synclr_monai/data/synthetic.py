@@ -48,6 +48,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
+from .synthetic_defects import NO_DEFECT, choose_defects, inject_defect
 from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions, smooth_noise
 from .synthetic_synapse import (
     CRISTAE_VALUE,
@@ -84,6 +85,7 @@ CYTOPLASM_RANGE = (132.0, 165.0)  # per-cell mean intensity of cytoplasm
 MEMBRANE_VALUE = 70.0
 # fixed timestamp written into the xlsx (document properties and zip entries)
 FIXED_XLSX_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)
+_DEFECTS_STREAM = 0xDEFEC7  # second seed word of the defects' random stream
 _LAYOUT_ENTRY = re.compile(r"^(raw|seg|synapse_types\.csv|bbox_\d+|bbox\d+\.xlsx)$")
 
 
@@ -386,6 +388,7 @@ def generate_dataset(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    defects: float = 0.0,
 ) -> pd.DataFrame:
     """Write a synthetic dataset in the lab's layout (see the module docstring).
 
@@ -397,9 +400,11 @@ def generate_dataset(
         seed: non-negative integer; equal seeds give byte-identical files.
         overwrite: replace an existing dataset folder (only one holding nothing but layout entries).
         progress: show a progress bar over bboxes and print each bbox written.
+        defects: share of synapses given a segmentation defect
+            (:mod:`~synclr_monai.data.synthetic_defects`); when > 0 the table gains a ``defect`` column.
 
     Returns:
-        The ``synapse_types.csv`` table (``bbox_name, Var1, type``).
+        The ``synapse_types.csv`` table (``bbox_name, Var1, type``, and ``defect`` with ``defects`` > 0).
 
     Raises:
         ValueError: for bad arguments, including ``n_bboxes > 7`` and synapses that do not fit.
@@ -423,6 +428,9 @@ def generate_dataset(
 
     # one independent stream per bbox: bbox N is the same whatever n_bboxes is
     streams = np.random.SeedSequence(int(seed)).spawn(n_bboxes)
+    # defects draw from their own stream: the dataset with defects is the one without plus the edits
+    defect_rng = np.random.default_rng([int(seed), _DEFECTS_STREAM])
+    planned = choose_defects(n_bboxes * count, defects, defect_rng) if defects else None
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     rows = []
@@ -430,8 +438,12 @@ def generate_dataset(
         bar = tqdm(range(1, n_bboxes + 1), desc="synth", unit="bbox", disable=not progress)
         for number in bar:
             bbox = generate_bbox(number, shape, count, np.random.default_rng(streams[number - 1]))
+            kinds = planned[(number - 1) * count : number * count] if planned else [NO_DEFECT] * count
+            for j, kind in enumerate(kinds):
+                if kind != NO_DEFECT:
+                    inject_defect(bbox, j, kind, defect_rng)
             _write_bbox(tmp, bbox)
-            rows += [(bbox["name"], v, t) for v, t in zip(bbox["sheet"]["Var1"], bbox["types"])]
+            rows += [(bbox["name"], v, t, d) for v, t, d in zip(bbox["sheet"]["Var1"], bbox["types"], kinds)]
             message = (
                 f"{bbox['name']}: {shape[0]} slices of {shape[1]}x{shape[2]}, {count} synapses -> "
                 f"{out_dir / 'raw' / bbox['name']}, {out_dir / 'seg' / bbox['name']}, "
@@ -440,7 +452,9 @@ def generate_dataset(
             if progress:
                 bar.write(message)
             logger.info(message)
-        types = pd.DataFrame(rows, columns=list(TYPES_COLUMNS))
+        types = pd.DataFrame(rows, columns=[*TYPES_COLUMNS, "defect"])
+        if not planned:
+            types = types.drop(columns="defect")
         types.to_csv(tmp / "synapse_types.csv", index=False, lineterminator="\n")
         if out_dir.exists():  # empty, or an earlier dataset being replaced: swap, then delete it
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -473,6 +487,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--synapses-per-bbox", type=int, default=4, help="synapses per bbox (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing generated dataset")
+    parser.add_argument(
+        "--defects",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of synapses given a segmentation defect (missing cleft, merged pre segment, shifted mask, "
+        "truncated at the edge), listed in the defect column of synapse_types.csv (default 0)",
+    )
     return parser
 
 
@@ -498,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             progress=True,
+            defects=args.defects,
         )
     except (ValueError, FileExistsError) as err:
         print(f"synth: error: {err}", file=sys.stderr)
@@ -505,4 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{name} {n}" for name, n in types["type"].value_counts().sort_index().items())
     print(f"wrote {args.bboxes} bboxes with {len(types)} synapses ({counts}) to {args.out}")
     print(f"ground-truth classes: {args.out / 'synapse_types.csv'}")
+    if "defect" in types:
+        print(f"defects: {int((types['defect'] != NO_DEFECT).sum())} synapses (column 'defect')")
     return 0
