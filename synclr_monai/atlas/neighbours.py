@@ -50,6 +50,7 @@ def cosine_knn(
     block_size: int = 1024,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    unit: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by cosine similarity (blocked matrix product + top-k).
 
@@ -61,6 +62,8 @@ def cosine_knn(
         block_size: queries per matrix product (memory: ``block_size x N`` floats).
         device: where to compute (``"cuda"`` for large sets on a GPU).
         progress: show a progress bar over the blocks.
+        unit: the rows are unit length already (an :class:`Atlas`'s are): skip normalising all N vectors,
+            which would cost more than one query's product.
 
     Returns:
         ``(indices [Q, k] int64, similarities [Q, k] float32)``, best first; ties keep the lower row.
@@ -73,7 +76,8 @@ def cosine_knn(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     base = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not torch.is_tensor(vectors) else vectors)
-    base = torch.nn.functional.normalize(base.float(), dim=1).to(device)
+    base = base.float() if unit else torch.nn.functional.normalize(base.float(), dim=1)
+    base = base.to(device)
     n = base.shape[0]
     rows = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64).reshape(-1)
     if len(rows) and (rows.min() < 0 or rows.max() >= n):
@@ -119,7 +123,7 @@ def find_neighbours(
         AtlasInputError: if a query id is not in the embeddings file.
     """
     rows = atlas.index(queries, source="--query")
-    index, sims = cosine_knn(atlas.vectors, k, queries=rows, device=device)
+    index, sims = cosine_knn(atlas.vectors, k, queries=rows, device=device, unit=True)
     names = atlas.names
     records = []
     for q, (nbrs, sim) in zip(rows, zip(index, sims)):
@@ -185,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         group = table[table["query"] == synapse_id(b, v)]
         rows = [q, *atlas.index(group[["bbox_name", "Var1"]]).tolist()]
         titles = [f"query\n{synapse_id(b, v)}"] + [
-            f"#{r.rank} {r.id}\nsim {r.similarity:.3f}" for r in group.itertuples()
+            f"#{r.rank}\n{r.id}\nsim {r.similarity:.3f}" for r in group.itertuples()
         ]
         png = plot_gallery(
             [cubes[r] for r in rows],

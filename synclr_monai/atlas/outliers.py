@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         rows = top.index.to_numpy()
         cubes = load_cubes(atlas, rows, args.cube_size, args.cache_dir)
         titles = [
-            f"#{r.rank} {r.id}\nscore {r.score:.3f}" + (f"\n{r.defect}" if "defect" in top else "")
+            f"#{r.rank}\n{r.id}\nscore {r.score:.3f}" + (f"\n{r.defect}" if "defect" in top else "")
             for r in top.itertuples()
         ]
         png = plot_gallery(cubes, titles, folder / "outliers.png", suptitle=f"the {len(top)} most unusual synapses")
