@@ -6,6 +6,10 @@ synth     write a synthetic EM dataset in the lab's on-disk layout
 check     validate a dataset root and print a per-bbox summary
 evaluate  kNN / linear-probe evaluation of an embeddings file, with plots
 finetune  cleft segmentation from the pretrained encoder versus from scratch (Dice of both)
+neighbours the k most similar synapses of a query synapse (table + gallery)
+propagate labels of every synapse from a few labelled ones, with a confidence (--curve: accuracy vs labelled share)
+outliers  a per-synapse outlier score (candidate segmentation errors) and a gallery of the top ones
+explore   one self-contained HTML page: the 2-D map of all synapses, hover for slices, click for neighbours
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ COMMANDS = {
     "check": "synclr_monai.data.checks:main",
     "evaluate": "synclr_monai.evaluation.cli:main",
     "finetune": "synclr_monai.evaluation.finetune:main",
+    "neighbours": "synclr_monai.atlas.neighbours:main",
+    "propagate": "synclr_monai.atlas.propagate:main",
+    "outliers": "synclr_monai.atlas.outliers:main",
+    "explore": "synclr_monai.atlas.explore:main",
 }
 
 

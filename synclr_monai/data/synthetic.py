@@ -69,6 +69,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
+from .synthetic_defects import NO_DEFECT, choose_defects, inject_defect
 from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions
 from .synthetic_imaging import (
     MAX_STAINING_STRENGTH,
@@ -128,6 +129,7 @@ MEMBRANE_VALUE = 70.0
 DEFAULT_VOXEL_SIZE: tuple[float, float, float] = (8.0, 8.0, 8.0)  # nm, (z, y, x)
 # fixed timestamp written into the xlsx (document properties and zip entries)
 FIXED_XLSX_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)
+_DEFECTS_STREAM = 0xDEFEC7  # second seed word of the defects' random stream
 _LAYOUT_ENTRY = re.compile(r"^(raw|seg|synapse_types\.csv|bbox_staining\.csv|dataset\.json|bbox_\d+|bbox\d+\.xlsx)$")
 
 
@@ -501,6 +503,7 @@ def generate_dataset(
     staining_strength: float = 1.0,
     overwrite: bool = False,
     progress: bool = False,
+    defects: float = 0.0,
 ) -> pd.DataFrame:
     """Write a synthetic dataset in the lab's layout (see the module docstring).
 
@@ -518,9 +521,11 @@ def generate_dataset(
             documented ranges of :mod:`~.synthetic_imaging`).
         overwrite: replace an existing dataset folder (only one holding nothing but layout entries).
         progress: show a progress bar over bboxes and print each bbox written.
+        defects: share of synapses given a segmentation defect
+            (:mod:`~synclr_monai.data.synthetic_defects`); when > 0 the table gains a ``defect`` column.
 
     Returns:
-        The ``synapse_types.csv`` table (``bbox_name, Var1, type``).
+        The ``synapse_types.csv`` table (``bbox_name, Var1, type``, and ``defect`` with ``defects`` > 0).
 
     Raises:
         ValueError: for bad arguments, including ``n_bboxes > 7`` and synapses that do not fit.
@@ -548,6 +553,9 @@ def generate_dataset(
 
     # one independent stream per bbox: bbox N is the same whatever n_bboxes is
     streams = np.random.SeedSequence(int(seed)).spawn(n_bboxes)
+    # defects draw from their own stream: the dataset with defects is the one without plus the edits
+    defect_rng = np.random.default_rng([int(seed), _DEFECTS_STREAM])
+    planned = choose_defects(n_bboxes * count, defects, defect_rng) if defects else None
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     rows, stains = [], []
@@ -563,8 +571,12 @@ def generate_dataset(
                 voxel_size=voxel,
                 staining_strength=strength,
             )
+            kinds = planned[(number - 1) * count : number * count] if planned else [NO_DEFECT] * count
+            for j, kind in enumerate(kinds):
+                if kind != NO_DEFECT:
+                    inject_defect(bbox, j, kind, defect_rng)
             _write_bbox(tmp, bbox)
-            rows += [(bbox["name"], v, t) for v, t in zip(bbox["sheet"]["Var1"], bbox["types"])]
+            rows += [(bbox["name"], v, t, d) for v, t, d in zip(bbox["sheet"]["Var1"], bbox["types"], kinds)]
             stains.append({"bbox_name": bbox["name"], **asdict(bbox["staining"])})
             message = (
                 f"{bbox['name']}: {shape[0]} slices of {shape[1]}x{shape[2]}, {count} synapses -> "
@@ -574,7 +586,9 @@ def generate_dataset(
             if progress:
                 bar.write(message)
             logger.info(message)
-        types = pd.DataFrame(rows, columns=list(TYPES_COLUMNS))
+        types = pd.DataFrame(rows, columns=[*TYPES_COLUMNS, "defect"])
+        if not planned:
+            types = types.drop(columns="defect")
         types.to_csv(tmp / "synapse_types.csv", index=False, lineterminator="\n")
         pd.DataFrame(stains, columns=list(STAINING_COLUMNS)).to_csv(
             tmp / "bbox_staining.csv", index=False, lineterminator="\n"
@@ -644,6 +658,14 @@ def _parser() -> argparse.ArgumentParser:
         "differ between bboxes (0 = all alike, 1 = the documented ranges; default 1)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing generated dataset")
+    parser.add_argument(
+        "--defects",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of synapses given a segmentation defect (missing cleft, merged pre segment, shifted mask, "
+        "truncated at the edge), listed in the defect column of synapse_types.csv (default 0)",
+    )
     return parser
 
 
@@ -672,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             staining_strength=args.staining,
             overwrite=args.overwrite,
             progress=True,
+            defects=args.defects,
         )
     except (ValueError, FileExistsError) as err:
         print(f"synth: error: {err}", file=sys.stderr)
@@ -680,4 +703,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.bboxes} bboxes with {len(types)} synapses ({counts}) to {args.out}")
     print(f"ground-truth classes: {args.out / 'synapse_types.csv'}")
     print(f"staining of each bbox: {args.out / 'bbox_staining.csv'}; settings: {args.out / 'dataset.json'}")
+    if "defect" in types:
+        print(f"defects: {int((types['defect'] != NO_DEFECT).sum())} synapses (column 'defect')")
     return 0

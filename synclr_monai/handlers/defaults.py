@@ -73,7 +73,13 @@ def default_train_handlers(
     if wandb:
         handlers.append(
             WandBHandler(
-                project=wandb_project, mode=wandb_mode, config=wandb_config, dir=output_dir, log_every=log_every
+                project=wandb_project,
+                mode=wandb_mode,
+                config=wandb_config,
+                dir=output_dir,
+                log_every=log_every,
+                checkpoint_dir=checkpoint_dir,
+                encoder_path=encoder_path,
             )
         )
     handlers.append(ProgressHandler(log_every=log_every, progress_bar=progress_bar))

@@ -3,7 +3,10 @@
 Every ``interval_epochs`` epochs the handler embeds a fixed set of labelled cubes with the current
 encoder (eval mode, no gradients; the previous train/eval mode is restored afterwards) and writes
 the cross-validated kNN accuracy (cosine) to ``engine.state.metrics[metric_name]`` and the log, where
-the stats/W&B handlers pick it up.
+the stats/W&B handlers pick it up. When training completes it evaluates once more, fully: kNN and
+linear-probe accuracy as ``final/knn_accuracy`` and ``final/linear_probe_accuracy`` and a 2-D map of the
+embeddings coloured by label (``plot_dir/final_embedding_2d.png``, its path in
+``engine.state.final_embedding_plot``), which the W&B handler logs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from torch import nn
 
 from synclr_monai.evaluation.embeddings import compute_embeddings
-from synclr_monai.evaluation.metrics import knn_accuracy
+from synclr_monai.evaluation.metrics import knn_accuracy, linear_probe_accuracy
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -51,6 +54,8 @@ class EmbeddingEvalHandler:
         amp: mixed-precision forward pass.
         exec_at_start: also evaluate once when the run starts (the untrained encoder's baseline).
         logger_name: name of the logger the result goes to.
+        final_eval: evaluate at ``COMPLETED`` too (kNN, linear probe, 2-D plot; see the module docstring).
+        plot_dir: folder of the final 2-D plot (``None``: no plot).
 
     Raises:
         ValueError: if cubes are not 5-D, labels do not match them, ``interval_epochs`` < 1, or the
@@ -70,6 +75,8 @@ class EmbeddingEvalHandler:
         amp: bool = False,
         exec_at_start: bool = False,
         logger_name: str = "synclr_monai.handlers.embedding_eval",
+        final_eval: bool = True,
+        plot_dir: str | os.PathLike | None = None,
     ) -> None:
         self.cubes = torch.as_tensor(cubes, dtype=torch.float32)
         self.labels = np.asarray(labels)
@@ -92,6 +99,9 @@ class EmbeddingEvalHandler:
         self.amp = amp
         self.exec_at_start = exec_at_start
         self.logger = logging.getLogger(logger_name)
+        self.final_eval = final_eval
+        self.plot_dir = plot_dir
+        self._last: tuple[int, np.ndarray] | None = None  # (iteration, embeddings) of the last evaluation
 
     @classmethod
     def from_dataset(
@@ -133,6 +143,8 @@ class EmbeddingEvalHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval_epochs), self)
         if self.exec_at_start:
             engine.add_event_handler(Events.STARTED, self)
+        if self.final_eval:
+            engine.add_event_handler(Events.COMPLETED, self.final_evaluation)
 
     def _device(self, engine: Engine, network: nn.Module | None) -> torch.device:
         device = getattr(engine.state, "device", None)
@@ -144,18 +156,15 @@ class EmbeddingEvalHandler:
                 return param.device
         return torch.device("cpu")
 
-    def __call__(self, engine: Engine) -> float:
-        """Embed the labelled set, score it and record the score.
+    def _embed(self, engine: Engine) -> np.ndarray:
+        """The labelled cubes' embeddings by the current encoder (eval mode, restored afterwards).
 
-        Args:
-            engine: the trainer.
-
-        Returns:
-            The kNN accuracy (mean over folds).
-
-        Raises:
-            AttributeError: if no ``encode_fn`` was given and ``engine.network`` has no ``encode``.
+        The encoder only changes with iterations: a second call at the same iteration (the final evaluation
+        right after the last epoch's) reuses the embeddings.
         """
+        iteration = engine.state.iteration
+        if self._last is not None and self._last[0] == iteration:
+            return self._last[1]
         network = _unwrap(getattr(engine, "network", None))
         encode = self.encode_fn
         if encode is None:
@@ -180,6 +189,22 @@ class EmbeddingEvalHandler:
             # Training continues right after this handler: BN/dropout must be back in train mode.
             if network is not None:
                 network.train(was_training)
+        self._last = (iteration, vectors)
+        return vectors
+
+    def __call__(self, engine: Engine) -> float:
+        """Embed the labelled set, score it and record the score.
+
+        Args:
+            engine: the trainer.
+
+        Returns:
+            The kNN accuracy (mean over folds).
+
+        Raises:
+            AttributeError: if no ``encode_fn`` was given and ``engine.network`` has no ``encode``.
+        """
+        vectors = self._embed(engine)
         score = knn_accuracy(vectors, self.labels, k=self.k, metric="cosine", cv=self.cv)
         engine.state.metrics[self.metric_name] = score.mean
         self.logger.info(
@@ -191,6 +216,36 @@ class EmbeddingEvalHandler:
             len(self.labels),
         )
         return score.mean
+
+    def final_evaluation(self, engine: Engine) -> dict[str, float]:
+        """kNN and linear-probe accuracy of the final encoder and its 2-D plot (a ``COMPLETED`` handler).
+
+        Args:
+            engine: the trainer.
+
+        Returns:
+            ``{"final/knn_accuracy": ..., "final/linear_probe_accuracy": ...}`` (also in ``engine.state.metrics``).
+        """
+        from synclr_monai.handlers.utils import is_main_process
+
+        vectors = self._embed(engine)
+        knn = knn_accuracy(vectors, self.labels, k=self.k, metric="cosine", cv=self.cv)
+        probe = linear_probe_accuracy(vectors, self.labels, cv=self.cv)
+        final = {"final/knn_accuracy": knn.mean, "final/linear_probe_accuracy": probe.mean}
+        engine.state.metrics.update(final)
+        self.logger.info(
+            "final encoder: kNN %.4f ± %.4f, linear probe %.4f ± %.4f (N=%d)", *knn, *probe, len(self.labels)
+        )
+        if self.plot_dir is not None and is_main_process():
+            from pathlib import Path
+
+            from synclr_monai.evaluation.plots import plot_embedding_2d
+
+            engine.state.final_embedding_plot = plot_embedding_2d(
+                vectors, self.labels, Path(self.plot_dir) / "final_embedding_2d.png",
+                title=f"final encoder, epoch {engine.state.epoch} (N={len(self.labels)})",
+            )
+        return final
 
 
 def labelled_cubes_from_dataset(

@@ -1,7 +1,14 @@
-"""Weights & Biases logging through Ignite's ``WandBLogger``: offline unless asked otherwise, rank 0 only."""
+"""Weights & Biases logging through Ignite's ``WandBLogger``: offline unless asked otherwise, rank 0 only.
+
+Besides metrics, a completed run logs its files as W&B artefacts (as the seed's training did): the periodic
+checkpoints, the best checkpoint, the final checkpoint and the exported encoder, and the final embedding
+evaluation (kNN, linear probe, the 2-D plot) when an :class:`~synclr_monai.handlers.EmbeddingEvalHandler`
+computed one.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +19,11 @@ from ignite.engine import Engine, Events
 from synclr_monai.handlers.utils import is_main_process, iteration_step
 
 __all__ = ["WANDB_MODES", "WandBHandler", "attach_wandb", "resolve_wandb_mode"]
+
+logger = logging.getLogger(__name__)
+
+#: checkpoint kinds (file-name prefixes of CheckpointHandler) and the artefact each goes to
+_CHECKPOINT_ARTIFACTS = (("checkpoint", "checkpoints"), ("best", "best-checkpoint"), ("final", "final-checkpoint"))
 
 #: accepted W&B modes.
 WANDB_MODES = ("offline", "online", "disabled")
@@ -47,6 +59,13 @@ class WandBHandler:
     W&B step is the engine's iteration. On other ranks, ``attach`` does nothing and no run is created.
     The run is finished when training completes or fails.
 
+    When the run completes, after every other ``COMPLETED`` handler (the final checkpoint and the encoder
+    export happen there), it logs artefacts named after the run (``<kind>-<run id>``, so each run has its
+    own versions): ``checkpoints`` (the periodic checkpoints left in ``checkpoint_dir``), ``best-checkpoint``,
+    ``final-checkpoint`` (type ``checkpoint``) and ``encoder`` (type ``model``: the export and its JSON
+    sidecar), and the final embedding evaluation: ``final/*`` metrics of ``engine.state.metrics`` and the
+    plot at ``engine.state.final_embedding_plot``. Offline runs keep them for ``wandb sync``.
+
     Args:
         project: W&B project.
         mode: ``"offline"`` / ``"online"`` / ``"disabled"``; ``None``: ``$WANDB_MODE`` or ``"offline"``.
@@ -56,6 +75,9 @@ class WandBHandler:
         log_every: log the output every this many iterations.
         output_keys: keys of ``engine.state.output`` to log (those present).
         tag: prefix of the logged names.
+        checkpoint_dir: where the checkpoints are (``None``: no checkpoint artefacts).
+        encoder_path: the exported encoder (``None``: no encoder artefact).
+        log_artifacts: log the artefacts at the end of a completed run.
         init_kwargs: more ``wandb.init`` arguments (``entity``, ``tags``, ``id``, ``resume``...).
 
     Raises:
@@ -72,6 +94,9 @@ class WandBHandler:
         log_every: int = 1,
         output_keys: Sequence[str] = ("loss", "lr", "top1"),
         tag: str = "train",
+        checkpoint_dir: str | Path | None = None,
+        encoder_path: str | Path | None = None,
+        log_artifacts: bool = True,
         **init_kwargs: Any,
     ) -> None:
         if log_every < 1:
@@ -86,7 +111,11 @@ class WandBHandler:
         self.log_every = log_every
         self.output_keys = tuple(output_keys)
         self.tag = tag
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.encoder_path = None if encoder_path is None else Path(encoder_path)
+        self.log_artifacts = log_artifacts
         self.init_kwargs = init_kwargs
+        self.logged_artifacts: list[str] = []  # names of the artefacts logged by the last completed run
         self.logger: Any = None  # the ignite WandBLogger, on rank 0 once attached
 
     def _select(self, output: Any) -> dict[str, Any]:
@@ -127,8 +156,57 @@ class WandBHandler:
             metric_names="all",
             global_step_transform=iteration_step,
         )
-        engine.add_event_handler(Events.COMPLETED, self.close)
+        # The final checkpoint and the encoder export are written by COMPLETED handlers attached after this
+        # one, and Ignite calls handlers in attachment order: registering the end of the run when the run
+        # starts (every handler is attached by then) puts it after them.
+        engine.add_event_handler(Events.STARTED, self._register_completion)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._close_and_reraise)
+
+    def _register_completion(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self._complete, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self._complete)
+
+    def _complete(self, engine: Engine) -> None:
+        """Log the final evaluation and the artefacts, then finish the run."""
+        if self.logger is None:
+            return
+        try:
+            self._log_final_evaluation(engine)
+            if self.log_artifacts:
+                self._log_artifacts()
+        finally:
+            self.close(engine)
+
+    def _log_final_evaluation(self, engine: Engine) -> None:
+        final = {k: v for k, v in engine.state.metrics.items() if str(k).startswith("final/")}
+        plot = getattr(engine.state, "final_embedding_plot", None)
+        if plot is not None and Path(plot).is_file():
+            final["final/embedding_2d"] = self.logger._wandb.Image(str(plot))
+        if final:
+            self.logger.log(final, step=iteration_step(engine))
+
+    def _log_artifacts(self) -> None:
+        wandb = self.logger._wandb
+        run = self.logger.run
+        self.logged_artifacts = []
+        groups: list[tuple[str, str, list[Path], list[str]]] = []
+        if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
+            for prefix, name in _CHECKPOINT_ARTIFACTS:
+                files = sorted(self.checkpoint_dir.glob(f"{prefix}_*.pt"))
+                groups.append((name, "checkpoint", files, [prefix] if prefix != "checkpoint" else []))
+        if self.encoder_path is not None:
+            sidecar = self.encoder_path.with_suffix(".json")
+            files = [p for p in (self.encoder_path, sidecar) if p.is_file()]
+            groups.append(("encoder", "model", files if self.encoder_path.is_file() else [], []))
+        for name, kind, files, aliases in groups:
+            if not files:
+                logger.info("W&B: no files for the %s artefact", name)
+                continue
+            artifact = wandb.Artifact(f"{name}-{run.id}", type=kind, metadata={"run": run.id, "files": [f.name for f in files]})
+            for path in files:
+                artifact.add_file(str(path), name=path.name)
+            run.log_artifact(artifact, aliases=["latest", *aliases])
+            self.logged_artifacts.append(artifact.name)
 
     @property
     def run_dir(self) -> Path | None:

@@ -81,10 +81,14 @@ def test_metric_written_at_interval_and_train_mode_restored(caplog):
     assert seen[2] == pytest.approx(expected[2]) and seen[4] == pytest.approx(expected[4])
     assert seen[3] == seen[2] and seen[5] == seen[4]  # metrics keep the last value in between
     assert seen[4] == 1.0  # the two classes differ in channel means: separable
-    # 12 cubes in batches of 5: three encode calls per evaluation, all in eval mode
-    assert network.encode_modes == [False] * 6
+    # 12 cubes in batches of 5: three encode calls per evaluation (epochs 2 and 4, and the final one), all in
+    # eval mode
+    assert network.encode_modes == [False] * 9
     assert network.training
     assert sum("knn_accuracy" in r.getMessage() for r in caplog.records) == 2
+    assert engine.state.metrics["final/knn_accuracy"] == 1.0
+    assert engine.state.metrics["final/linear_probe_accuracy"] == 1.0
+    assert sum("final encoder" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_unwraps_dataparallel_and_custom_encode_fn():
