@@ -1,6 +1,8 @@
 """Throughput of the two-view augmentation: view pairs per second per CPU core (and on a GPU).
 
-Compares, on 80³ cubes with the lab's augmentation defaults:
+Compares, on 80³ cubes with the lab's augmentation defaults (``--views lab``) or with the stronger 3-D
+views of ``bundle/configs/demo.yaml`` (``--views strong``: one resample of a larger context cube, EM
+section artefacts, noise, gamma, cutouts, mask morphology):
 
 - ``monai``: the per-sample MONAI path (``RandTwoViewd`` on one cube at a time, as in DataLoader workers);
 - ``batched``: ``BatchedTwoViewAugment`` on a CPU batch (the path that runs on the GPU in training);
@@ -21,6 +23,7 @@ Usage::
     python benchmarks/pipeline.py                      # CPU figures (about 2 minutes)
     python benchmarks/pipeline.py --pairs 8 --batch-size 8
     python benchmarks/pipeline.py --device cuda        # adds GPU figures
+    python benchmarks/pipeline.py --views strong       # the stronger views chosen for the defaults
 """
 
 from __future__ import annotations
@@ -82,6 +85,65 @@ def baseline_view(cube: np.ndarray, rng: np.random.RandomState, cfg: AugmentConf
     return view
 
 
+def _rotation(rng: np.random.RandomState) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def baseline_strong_view(ctx: np.ndarray, rng: np.random.RandomState, cfg: AugmentConfig, s: int, second: bool) -> np.ndarray:
+    """One view of the stronger 3-D augmentation written the obvious way with NumPy/SciPy (same distributions)."""
+    c = ctx.shape[1]
+    v = ctx.copy()
+    if rng.random_sample() < cfg.section_prob:
+        v[0] = v[0] * rng.normal(1.0, cfg.section_std, c)[:, None, None] + rng.normal(0.0, cfg.section_std, c)[:, None, None]
+    black = rng.poisson(cfg.blackout_rate)
+    if black:
+        v[0, rng.choice(c, min(black, c), replace=False)] = v[0].min()
+    if rng.random_sample() < cfg.misalign_prob:
+        z0 = rng.randint(1, c)
+        shift = rng.randint(-cfg.misalign_max, cfg.misalign_max + 1, size=2)
+        v[:, z0:] = ndimage.shift(v[:, z0:], (0, 0, *shift), order=0, mode="nearest")
+    rot = _rotation(rng) if rng.random_sample() < cfg.rotate3d_prob else np.eye(3)
+    flips = np.where(rng.random_sample(3) < cfg.flip_prob, -1.0, 1.0)
+    matrix = rot * flips[None, :] / rng.uniform(*cfg.zoom_range)
+    shift = rng.uniform(-1, 1, 3) * cfg.translate_fraction * s
+    offset = (c - 1) / 2.0 + shift - matrix @ np.full(3, (s - 1) / 2.0)
+    out = np.empty((4, s, s, s), np.float32)
+    out[0] = ndimage.affine_transform(v[0], matrix, offset, output_shape=(s, s, s), order=1)
+    for ch in (1, 2, 3):
+        out[ch] = ndimage.affine_transform(v[ch], matrix, offset, output_shape=(s, s, s), order=0)
+    out[0] = out[0] * rng.normal(1.0, cfg.scale_std) + rng.normal(0.0, cfg.shift_std)
+    if rng.random_sample() < cfg.gamma_prob:
+        lo, span = out[0].min(), np.ptp(out[0])
+        out[0] = ((out[0] - lo) / (span + 1e-7)) ** rng.uniform(*cfg.gamma_range) * span + lo
+    if rng.random_sample() < cfg.blur_prob:
+        out[0] = ndimage.gaussian_filter(out[0], rng.uniform(*cfg.blur_sigma), truncate=4.0, mode="constant")
+    if rng.random_sample() < cfg.mult_noise_prob:
+        out[0] *= np.exp(rng.uniform(*cfg.mult_noise_std) * rng.standard_normal((s, s, s)))
+    if rng.random_sample() < cfg.noise_prob:
+        out[0] += rng.uniform(*cfg.noise_std) * rng.standard_normal((s, s, s))
+    if second and rng.random_sample() < cfg.mask_dropout_prob:
+        out[2] = 0
+    for ch in (1, 2, 3):
+        if rng.random_sample() < cfg.mask_morph_prob:
+            r = rng.randint(1, cfg.mask_morph_radius + 1)
+            op = ndimage.binary_dilation if rng.random_sample() < 0.5 else ndimage.binary_erosion
+            out[ch] = op(out[ch] > 0, np.ones((3, 3, 3), bool), iterations=r)
+    if rng.random_sample() < cfg.cutout_prob:
+        e = np.round(rng.uniform(*cfg.cutout_size, 3) * s).astype(int)
+        a = rng.randint(0, s - e + 1)
+        out[:, a[0] : a[0] + e[0], a[1] : a[1] + e[1], : e[2]] = 0
+    return out[:3]
+
+
 def timed(fn, pairs_per_call: int, min_pairs: int, warmup: int = 1) -> float:
     """Pairs per second of ``fn`` (called until ``min_pairs`` pairs are done, after ``warmup`` calls)."""
     for _ in range(warmup):
@@ -96,7 +158,11 @@ def timed(fn, pairs_per_call: int, min_pairs: int, warmup: int = 1) -> float:
 def bench_cpu(args: argparse.Namespace, cfg: AugmentConfig) -> dict[str, float]:
     torch.set_num_threads(1)
     s = args.cube_size
-    pool = make_cubes(max(args.batch_size, 4), s)
+    strong = cfg.uses_context
+    c = cfg.context_size(s)
+    pool = make_cubes(max(args.batch_size, 4), c)
+    if strong:  # a post-synaptic channel beside the pre-synaptic one
+        pool = np.concatenate([pool, np.flip(pool[:, 1:2], axis=4).copy()], axis=1)
     pool_t = torch.from_numpy(pool)
     out: dict[str, float] = {}
 
@@ -105,15 +171,19 @@ def bench_cpu(args: argparse.Namespace, cfg: AugmentConfig) -> dict[str, float]:
 
     def baseline() -> None:
         cube = pool[next(it) % len(pool)]
-        baseline_view(cube, rng, cfg, False)
-        baseline_view(cube, rng, cfg, True)
+        if strong:
+            baseline_strong_view(cube, rng, cfg, s, False)
+            baseline_strong_view(cube, rng, cfg, s, True)
+        else:
+            baseline_view(cube, rng, cfg, False)
+            baseline_view(cube, rng, cfg, True)
 
-    views = RandTwoViewd(config=cfg).set_random_state(0)
+    views = RandTwoViewd(config=cfg, cube_size=s).set_random_state(0)
 
     def monai_path() -> None:
         views({"image": pool[next(it) % len(pool)]})
 
-    aug = BatchedTwoViewAugment(cfg).set_random_state(0)
+    aug = BatchedTwoViewAugment(cfg, cube_size=s).set_random_state(0)
 
     def batched() -> None:
         aug(pool_t[: args.batch_size])
@@ -184,11 +254,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--gpu-pairs", type=int, default=2048)
     p.add_argument("--no-thp", action="store_true", help="leave PyTorch's CPU allocations without huge pages")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument("--views", choices=("lab", "strong"), default="lab", help="lab defaults or demo.yaml's views")
     args = p.parse_args(argv)
-    cfg = AugmentConfig()
+    if args.views == "strong":
+        import yaml
+
+        with open(os.path.join(os.path.dirname(__file__), "..", "bundle", "configs", "demo.yaml")) as f:
+            cfg = AugmentConfig.from_any(yaml.safe_load(f)["augment"])
+    else:
+        cfg = AugmentConfig()
 
     print(
-        f"cube {args.cube_size}³, lab defaults, 1 thread, "
+        f"cube {args.cube_size}³ (context {cfg.context_size(args.cube_size)}³), {args.views} views, 1 thread, "
         f"best of {args.repeats} interleaved rounds of {args.pairs} pairs; "
         f"THP for torch: {os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}"
     )

@@ -197,7 +197,9 @@ def zscore_raw_channel(x: torch.Tensor) -> torch.Tensor:
 class CleftInputd(MapTransform):
     """Build the network input and target from cropped ``raw``, ``pre`` and ``label`` (cleft) arrays.
 
-    Output ``image``: float32 ``[3, *spatial]`` = (raw z-scored over the crop, pre-synaptic mask, zeros);
+    Output ``image``: float32 ``[3, *spatial]`` = (raw z-scored over the crop, pre-synaptic mask, zeros),
+    or ``[1, *spatial]`` (the raw alone) for an encoder pre-trained on one channel (input mode ``raw`` or
+    ``masked``: masking the EM by the synapse mask would hand the network its target);
     ``label``: float32 ``[1, *spatial]`` cleft mask. The cleft channel of the input is zero because the
     cleft is the target (see the module docstring). Every other key is dropped, so that the sampling
     indices do not reach the collation.
@@ -206,23 +208,31 @@ class CleftInputd(MapTransform):
         keys: the raw, pre-synaptic and cleft keys, in that order.
         image_key: output key of the input.
         label_key: output key of the target.
+        channels: 3 or 1 input channels.
     """
 
     def __init__(
-        self, keys: KeysCollection = ("raw", "pre", "label"), image_key: str = "image", label_key: str = "label"
+        self,
+        keys: KeysCollection = ("raw", "pre", "label"),
+        image_key: str = "image",
+        label_key: str = "label",
+        channels: int = 3,
     ) -> None:
         super().__init__(keys)
         if len(self.keys) != 3:
             raise ValueError(f"CleftInputd needs the raw, pre and cleft keys, got {self.keys}")
+        if channels not in (1, 3):
+            raise ValueError(f"CleftInputd: channels must be 1 or 3, got {channels}")
         self.image_key = image_key
         self.label_key = label_key
+        self.channels = channels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, torch.Tensor]:
         """Build ``{image_key: [3, ...], label_key: [1, ...]}`` from ``[1, ...]`` raw, pre and cleft arrays."""
         raw, pre, cleft = (torch.as_tensor(np.asarray(data[k]), dtype=torch.float32) for k in self.keys)
         if not raw.shape == pre.shape == cleft.shape or raw.shape[0] != 1:
             raise ValueError(f"expected three [1, *spatial] arrays, got {raw.shape}, {pre.shape}, {cleft.shape}")
-        image = torch.cat([raw, pre, torch.zeros_like(raw)], dim=0)
+        image = torch.cat([raw, pre, torch.zeros_like(raw)], dim=0)[: self.channels]
         return {self.image_key: zscore_raw_channel(image[None])[0], self.label_key: cleft}
 
 
@@ -255,7 +265,7 @@ def _training_item(volume: CleftVolume, crop_size: int, rng: np.random.Generator
     }
 
 
-def training_transforms(crop_size: int, pos: float = 1.0, neg: float = 1.0) -> Compose:
+def training_transforms(crop_size: int, pos: float = 1.0, neg: float = 1.0, channels: int = 3) -> Compose:
     """Cleft-aware random crops, input assembly and spatial augmentation.
 
     Args:
@@ -279,7 +289,7 @@ def training_transforms(crop_size: int, pos: float = 1.0, neg: float = 1.0) -> C
                 fg_indices_key="label_fg",
                 bg_indices_key="label_bg",
             ),
-            CleftInputd(("raw", "pre", "label")),
+            CleftInputd(("raw", "pre", "label"), channels=channels),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandFlipd(keys, prob=0.5, spatial_axis=2),
@@ -297,11 +307,13 @@ def evaluate_cleft_dice(
     device: str | torch.device = "cpu",
     sw_batch_size: int = 4,
     overlap: float = 0.25,
+    channels: int = 3,
 ) -> dict[str, float]:
     """Dice of the predicted cleft over each whole volume, by sliding-window inference.
 
     Args:
-        network: maps ``[B, 3, *roi]`` to ``[B, 2, *roi]`` logits.
+        network: maps ``[B, channels, *roi]`` to ``[B, 2, *roi]`` logits.
+        channels: 3 (raw, pre, zeros) or 1 (raw) input channels, as :class:`CleftInputd`.
         volumes: the held-out volumes.
         roi_size: window edge (the training crop size).
         device: where the network runs; the whole volume and the logits stay on the CPU.
@@ -328,7 +340,7 @@ def evaluate_cleft_dice(
                     torch.as_tensor(np.asarray(volume.raw, dtype=np.float32)),
                     torch.as_tensor(np.asarray(volume.pre, dtype=np.float32)),
                     torch.zeros(volume.raw.shape, dtype=torch.float32),
-                ]
+                ][:channels]
             )[None]
             logits = sliding_window_inference(
                 image,
@@ -369,6 +381,7 @@ def finetune_cleft_segmentation(
     sw_batch_size: int = 4,
     progress: bool = True,
     volumes: Sequence[CleftVolume] | None = None,
+    input_channels: int | None = None,
 ) -> dict[str, Any]:
     """Train a cleft segmentation network from the exported encoder (or from scratch) and score it.
 
@@ -399,6 +412,9 @@ def finetune_cleft_segmentation(
         sw_batch_size: windows per forward pass in evaluation.
         progress: show a progress bar.
         volumes: already loaded volumes (skips loading ``dataset_dir``).
+
+        input_channels: 3 (raw, pre-synaptic mask, zeros) or 1 (raw); None: 1 when the encoder's sidecar
+            names a one-channel input mode (``raw``, ``masked``), else 3.
 
     Returns:
         a JSON-serialisable summary: ``init`` (``pretrained``/``scratch``), ``dice`` (mean cleft Dice over
@@ -435,7 +451,9 @@ def finetune_cleft_segmentation(
     start = time.perf_counter()
 
     set_determinism(seed=seed)
-    network = build_segmentation_net(name, encoder_path, in_channels=3, out_channels=2, **kwargs)
+    if input_channels is None:
+        input_channels = _encoder_input_channels(encoder_path)
+    network = build_segmentation_net(name, encoder_path, in_channels=input_channels, out_channels=2, **kwargs)
     total = len(encoder_keys(network, "swin" if name == "swin" else "resnet"))
     loaded = len(network.loaded_encoder_keys)
     network = network.to(device)
@@ -445,7 +463,7 @@ def finetune_cleft_segmentation(
     # One pass over a list that cycles the bboxes is exactly the budget: no iterator restarts.
     data = [items[i % len(items)] for i in range(iterations * batch_size)]
     loader = DataLoader(
-        Dataset(data, transform=training_transforms(crop_size)),
+        Dataset(data, transform=training_transforms(crop_size, channels=input_channels)),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -487,7 +505,9 @@ def finetune_cleft_segmentation(
     )
     trainer.run()
 
-    dice = evaluate_cleft_dice(network, val, crop_size, device=device, sw_batch_size=sw_batch_size)
+    dice = evaluate_cleft_dice(
+        network, val, crop_size, device=device, sw_batch_size=sw_batch_size, channels=input_channels
+    )
     finite = [d for d in dice.values() if math.isfinite(d)]
     tail = losses[-10:]
     return {
@@ -510,6 +530,16 @@ def finetune_cleft_segmentation(
         "device": str(device),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _encoder_input_channels(encoder_path: str | os.PathLike | None) -> int:
+    """Input channels of fine-tuning: 3 (raw, pre, zeros), or 1 (raw) for an encoder pre-trained on one channel."""
+    if encoder_path is None:
+        return 3
+    from synclr_monai.networks.export import read_encoder_metadata
+
+    mode = (read_encoder_metadata(encoder_path) or {}).get("input_mode", "channels")
+    return 3 if mode == "channels" else 1
 
 
 def compare_initialisations(
@@ -539,9 +569,16 @@ def compare_initialisations(
 
     name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
     volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
+    channels = _encoder_input_channels(encoder_path)  # the scratch network sees the same input
     return {
         init: finetune_cleft_segmentation(
-            dataset_dir, path, backbone=name, backbone_kwargs=resolved, volumes=volumes, **kwargs
+            dataset_dir,
+            path,
+            backbone=name,
+            backbone_kwargs=resolved,
+            volumes=volumes,
+            input_channels=channels,
+            **kwargs,
         )
         for init, path in zip(INITIALISATIONS, (encoder_path, None))
     }

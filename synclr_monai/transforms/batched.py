@@ -564,8 +564,12 @@ def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> 
     from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_, section_artefacts_
     from .geometry import batched_affine_resample
 
-    x = cubes.to(torch.float32).clone()
-    section_artefacts_(x, p.section_std, p.blackout, p.misalign, p.section_seed)
+    x = cubes.to(torch.float32)
+    if np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign):
+        x = x.clone() if x.data_ptr() == cubes.data_ptr() else x  # section artefacts work in place
+        section_artefacts_(x, p.section_std, p.blackout, p.misalign, p.section_seed)
+    elif not np.any(p.resampled):
+        x = x.clone() if x.data_ptr() == cubes.data_ptr() else x
     s = int(x.shape[2])
     if np.any(p.resampled):
         s = int(p.crop_size[0, 0])

@@ -102,7 +102,9 @@ def batched_affine_resample(
     out = torch.empty((b, k, out_size, out_size, out_size), dtype=torch.float32, device=x.device)
     for mode, idx in (("bilinear", lin_idx), ("nearest", near_idx)):
         if idx:
-            out[:, idx] = F.grid_sample(src[:, idx], grid, mode=mode, padding_mode="zeros", align_corners=True)
+            # a run of channels is a view (no copy of the large context)
+            sel = slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else idx
+            out[:, sel] = F.grid_sample(src[:, sel], grid, mode=mode, padding_mode="zeros", align_corners=True)
     return out
 
 

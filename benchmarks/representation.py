@@ -1,0 +1,217 @@
+"""What the encoder learns, per configuration: a grid over views, input modes, pairs and optimisation.
+
+Each configuration of the grid (a set of ``monai.bundle`` overrides on top of ``train.yaml`` +
+``demo.yaml``) is trained for each seed on one generated dataset, its encoder embeds every synapse, and
+the embeddings are scored against the synthetic ground truth:
+
+- kNN@5 and the linear probe on the synapse type (5-fold cross-validation; mean ± std over seeds);
+- per type, the share of a synapse's 5 nearest neighbours (cosine) that share its type (chance: the
+  type's share of the other synapses) — a type that only the EM tells apart must not sit at chance;
+- kNN@5 on the bbox a synapse comes from (the batch effect: lower is better, chance 1 / n_bboxes);
+- the same for the two baselines (a random encoder and PCA of the raw cubes), once per dataset.
+
+Usage (the table goes to stdout and, with --out, to a CSV and a markdown file)::
+
+    python benchmarks/representation.py --configs lab lab_so3 all_views --seeds 0 1 2 --max-epochs 6
+    python benchmarks/representation.py --list          # the configurations of the grid
+
+Runs one training at a time (two trainings on two cores run several times slower than one after the
+other). Each run's wall time and seconds per step are reported beside its scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: The views the lab used (DESIGN.md), i.e. every stronger view off.
+LAB_VIEWS = {
+    "rotate3d_prob": 0.0, "flip_prob": 0.0, "zoom_range": [1.0, 1.0], "translate_fraction": 0.0,
+    "noise_prob": 0.0, "mult_noise_prob": 0.0, "gamma_prob": 0.0, "section_prob": 0.0, "blackout_rate": 0.0,
+    "misalign_prob": 0.0, "cutout_prob": 0.0, "mask_morph_prob": 0.0, "pre_dropout_prob": 0.0,
+}  # fmt: skip
+#: The optimisation the demo used before the ablation (LARS at a large step, temperature 0.1).
+LAB_OPTIM = {"optimizer_name": "lars", "base_lr": 1.6, "lars_eta": 0.1, "weight_decay": 1.0e-6, "temperature": 0.1}
+SO3 = {"rotate3d_prob": 1.0, "flip_prob": 0.5}
+
+#: name -> (description, overrides of train.yaml + demo.yaml; "augment#key" for the views)
+GRID: dict[str, tuple[str, dict]] = {
+    "lab": ("the lab's views, LARS (the demo before)", {**{f"augment#{k}": v for k, v in LAB_VIEWS.items()}, **LAB_OPTIM}),
+    "lab_so3": (
+        "+ SO(3) rotation and flips, LARS",
+        {**{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}, **LAB_OPTIM},
+    ),
+    "all_views_lars": ("+ every new view, LARS", dict(LAB_OPTIM)),
+    "lab_adamw": ("the lab's views, AdamW", {f"augment#{k}": v for k, v in LAB_VIEWS.items()}),
+    "so3_adamw": ("SO(3) + flips only, AdamW", {f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}),
+    "all_views": ("every new view, AdamW 1e-3, T 0.2 (demo.yaml)", {}),
+    "masked": ("all views, input EM x dilated synapse mask", {"input_mode": "masked"}),
+    "raw": ("all views, input EM only", {"input_mode": "raw"}),
+    "nearby": ("all views, nearby-location pairs", {"pair_mode": "nearby"}),
+    "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby"}),
+    "masked_t05": ("all views, masked input, temperature 0.5", {"input_mode": "masked", "temperature": 0.5}),
+    "masked_lab_views": (
+        "masked input with the lab's views",
+        {"input_mode": "masked", **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
+    ),
+    "t05": ("all views, temperature 0.5", {"temperature": 0.5}),
+    "t01": ("all views, temperature 0.1", {"temperature": 0.1}),
+    "dcl": ("all views, decoupled contrastive loss", {"decoupled_loss": True}),
+    "batch32": ("all views, batch 32 (half the steps)", {"batch_size": 32, "base_lr": 0.008}),
+    "cube40": ("all views, 40³ cubes", {"cube_size": 40}),
+    "adam_lr3e4": ("all views, AdamW 3e-4", {"base_lr": 0.0048}),
+}
+
+
+def _bundle_args(overrides: dict) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        out += [f"--{key}", json.dumps(value) if isinstance(value, (list, bool)) else str(value)]
+    return out
+
+
+def train(data: Path, out: Path, name: str, seed: int, max_epochs: int, extra: list[str]) -> dict:
+    """One training run through ``monai.bundle``; returns its wall time and steps."""
+    run = out / name / f"seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    encoder = run / "model.pt"
+    if encoder.is_file() and (run / "run.json").is_file():
+        return json.loads((run / "run.json").read_text())
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training",
+        "--config_file", "['bundle/configs/train.yaml','bundle/configs/demo.yaml']",
+        "--dataset_dir", str(data), "--output_dir", str(run / "train"), "--encoder_path", str(encoder),
+        "--seed", str(seed), "--max_epochs", str(max_epochs), "--wandb", "False", "--eval_labels", "None",
+        "--progress_bar", "False", "--resume", "None", "--cache_dir", str(out / "cache"),
+        *_bundle_args(GRID[name][1]), *extra,
+    ]  # fmt: skip
+    print(f"[representation] {name} seed {seed}: training", flush=True)
+    start = time.perf_counter()
+    with open(run / "train.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"training {name} seed {seed} failed; see {run / 'train.log'}")
+    meta = json.loads((run / "model.json").read_text())
+    info = {"wall_s": wall, "steps": int(meta.get("iteration", 0))}
+    (run / "run.json").write_text(json.dumps(info))
+    return info
+
+
+def neighbour_shares(vectors: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Per class, the mean share of a sample's k nearest (cosine) neighbours with its class."""
+    x = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    nn = np.argsort(-sim, axis=1)[:, :k]
+    same = (labels[nn] == labels[:, None]).mean(axis=1)
+    return {str(c): float(same[labels == c].mean()) for c in np.unique(labels)}
+
+
+def score(vectors: np.ndarray, types: np.ndarray, bboxes: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """kNN@5 and linear probe on the type, kNN@5 on the bbox, per-type neighbour shares."""
+    from synclr_monai.evaluation.metrics import knn_accuracy, linear_probe_accuracy
+
+    out = {
+        "knn_type": knn_accuracy(vectors, types, k=5, seed=seed).mean,
+        "probe_type": linear_probe_accuracy(vectors, types, seed=seed).mean,
+        "knn_bbox": knn_accuracy(vectors, bboxes, k=5, seed=seed).mean,
+    }
+    out.update({f"nn_{c}": v for c, v in neighbour_shares(vectors, types).items()})
+    return out
+
+
+def embed(data: Path, encoder: Path, cache: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    from synclr_monai.evaluation.embeddings import read_embeddings, run_inference
+
+    h5 = run_inference(data, encoder, encoder.parent / "embeddings", cache_dir=cache, progress=False)
+    ids, vectors, _ = read_embeddings(h5)
+    return ids, vectors
+
+
+def baselines(data: Path, cache: Path, ids: pd.DataFrame) -> dict[str, np.ndarray]:
+    from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
+    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+
+    cube_size = 32
+    cubes = list(iter_dataset_cubes(data, cube_size, cache_dir=cache, ids=ids))
+    _, rand = random_encoder_embeddings(cubes, "resnet10", {"conv1_t_stride": 2}, seed=0, progress=False)
+    raw = np.stack([c[2][0].reshape(-1) for c in cubes])
+    return {"random_init": rand, "pca_raw": pca_embeddings(raw, 32, seed=0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["lab", "lab_so3", "all_views", "masked", "nearby", "t05"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-epochs", type=int, default=6, help="epochs of 16 steps (the demo: see demo.yaml)")
+    parser.add_argument("--data", type=Path, default=Path("outputs/representation/data"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/representation"))
+    parser.add_argument("--difficulty", type=float, default=0.0, help="generator difficulty of a new dataset")
+    parser.add_argument("--list", action="store_true", help="print the grid and exit")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more bundle overrides for every run")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (text, overrides) in GRID.items():
+            print(f"{name:16s} {text}: {overrides or '(demo.yaml as is)'}")
+        return 0
+    unknown = [c for c in args.configs if c not in GRID]
+    if unknown:
+        parser.error(f"unknown configurations {unknown}; see --list")
+    os.chdir(ROOT)
+    if not (args.data / "synapse_types.csv").is_file():
+        from synclr_monai.data.synthetic import generate_dataset
+
+        # the demo's dataset (scripts/demo.sh), optionally harder
+        generate_dataset(args.data, 4, (64, 128, 128), 12, seed=0, difficulty=args.difficulty, overwrite=True)
+    table = pd.read_csv(args.data / "synapse_types.csv", dtype=str)
+    cache = args.out / "cache"
+    rows = []
+    base_done = False
+    # seeds outer: a partial grid (stopped early) already compares every configuration on the first seed
+    for seed in args.seeds:
+        for name in args.configs:
+            info = train(args.data, args.out, name, seed, args.max_epochs, args.extra)
+            ids, vectors = embed(args.data, args.out / name / f"seed{seed}" / "model.pt", cache)
+            merged = ids.merge(table, on=["bbox_name", "Var1"], how="left")
+            types, bboxes = merged["type"].to_numpy(str), merged["bbox_name"].to_numpy(str)
+            if not base_done:
+                for bname, bvec in baselines(args.data, cache, ids).items():
+                    rows.append({"config": bname, "seed": 0, **score(bvec, types, bboxes)})
+                base_done = True
+            s = score(vectors, types, bboxes, seed=seed)
+            s_per_step = info["wall_s"] / max(info["steps"], 1)
+            rows.append({"config": name, "seed": seed, **s, "wall_s": info["wall_s"], "s_per_step": s_per_step})
+            print(f"[representation] {name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in s.items()), flush=True)
+            frame = pd.DataFrame(rows)
+            args.out.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(args.out / "runs.csv", index=False)
+    frame = pd.DataFrame(rows)
+    metrics = [c for c in frame.columns if c not in ("config", "seed")]
+    agg = frame.groupby("config", sort=False)[metrics].agg(["mean", "std"])
+    lines = ["| config | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for name, row in agg.iterrows():
+        cells = []
+        for m in metrics:
+            mean, std = row[(m, "mean")], row[(m, "std")]
+            cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "table.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
