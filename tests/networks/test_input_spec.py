@@ -64,6 +64,12 @@ def test_spec_inconsistent_or_missing_entries(tmp_path):
     with pytest.raises(ValueError, match=r"model\.json: no cube_size recorded"):
         encoder_input_spec(path)
     assert encoder_input_spec(path, cube_size=12)["cube_size"] == 12
+    # building the network alone (ckpt_export's network_def) needs no cube size, but always a backbone
+    spec = encoder_input_spec(path, required=("backbone",))
+    assert spec["cube_size"] is None and spec["backbone"] == "resnet10" and spec["in_channels"] == 1
+    with pytest.raises(ValueError, match=r"no backbone recorded"):
+        encoder_input_spec(tmp_path / "elsewhere.pt", required=())
+    assert encoder_input_spec(tmp_path / "elsewhere.pt", required=(), backbone="resnet10")["in_channels"] == 3
 
 
 def test_inference_honours_the_sidecar_input_mode(synthetic_root, tmp_path):
