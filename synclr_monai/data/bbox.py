@@ -1,7 +1,8 @@
 """One bounding box ("bbox") of the lab's data: where its files are, and its assembled 3-channel volume.
 
 Assembly (DESIGN.md): channel 0 is the raw EM z-scored over the whole bbox, channel 1 the union of the
-pre-synaptic segments of the bbox's synapses, channel 2 the cleft mask (cleft | cleft2). The
+pre-synaptic segments of the bbox's synapses, channel 2 the cleft mask (cleft | cleft2), channel 3 the
+union of the post-synaptic segments (the mask array holds channels 1-3 as ``[3, Z, Y, X]``). The
 pre-synaptic partner of a synapse is the one of its two segments (seg ids under ``side_1`` and
 ``side_2``) that overlaps more the vesicle cloud nearest to the cleft centre.
 """
@@ -344,12 +345,13 @@ def assemble_bbox(
     synapses["post_seg_id"] = post_ids
     if pre_seg_ids:
         pre[:] = np.isin(seg, sorted(pre_seg_ids))
-    del seg, vesicle
 
-    mask = np.empty((2, *raw.shape), dtype=np.uint8)
+    mask = np.zeros((3, *raw.shape), dtype=np.uint8)
     mask[0] = pre
     mask[1] = np.isin(sem, label_map.cleft_values)
-    del sem, pre
+    if post_seg_ids:
+        mask[2] = np.isin(seg, sorted(post_seg_ids))
+    del seg, vesicle, sem, pre
     return BBoxVolume(
         name=source.name, raw=zscore_volume(raw, np.dtype(raw_dtype)), mask=mask, synapses=synapses
     )

@@ -19,7 +19,7 @@ class LoadBBoxd(MapTransform):
     """Load (through the HDF5 cache) the bbox named by ``data[key]``.
 
     The item ``{"bbox": BBoxSource}`` gains ``"raw"`` (``[1, Z, Y, X]`` float16/32, z-scored),
-    ``"mask"`` (``[2, Z, Y, X]`` uint8: pre-synaptic, cleft), ``"name"`` (``bboxN``) and ``"synapses"``
+    ``"mask"`` (``[3, Z, Y, X]`` uint8: pre-synaptic, cleft, post-synaptic), ``"name"`` (``bboxN``) and ``"synapses"``
     (the sheet as a DataFrame).
 
     Args:

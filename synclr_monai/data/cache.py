@@ -27,7 +27,7 @@ __all__ = ["CACHE_FORMAT_VERSION", "source_fingerprint", "write_cache", "read_ca
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2  # 2: the mask holds the post-synaptic channel too
+CACHE_FORMAT_VERSION = 3  # 3: the mask holds the post-synaptic channel (caches marked 2 were written without it)
 # chunks of 64³ match the cube sizes read in training, so a random cube touches few chunks
 CHUNK = 64
 

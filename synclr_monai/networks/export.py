@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,9 @@ def save_encoder(
 INPUT_SPEC_DEFAULTS: dict[str, Any] = {"input_mode": "channels", "voxel_size": None, "az_radius": 2}
 
 
-def encoder_input_spec(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
+def encoder_input_spec(
+    path: str | os.PathLike, required: Sequence[str] = ("backbone", "cube_size"), **given: Any
+) -> dict[str, Any]:
     """The architecture and input of an exported encoder: its sidecar, checked against given values.
 
     The sidecar (``model.json``) is the single truth: ``backbone``, ``backbone_kwargs``, ``in_channels``,
@@ -268,6 +270,8 @@ def encoder_input_spec(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
 
     Args:
         path: the encoder file (its sidecar beside it).
+        required: entries that must resolve to a value (building the network alone, e.g. for
+            ``ckpt_export``, needs no ``cube_size``: pass ``("backbone",)``; ``cube_size`` may then be None).
         given: values asked for by the caller (``None``: take the sidecar's).
 
     Returns:
@@ -300,13 +304,15 @@ def encoder_input_spec(path: str | os.PathLike, **given: Any) -> dict[str, Any]:
                 f"was asked for; leave it unset (null) to use the recorded value"
             )
         out[key] = value if value is not None else recorded if recorded is not None else INPUT_SPEC_DEFAULTS.get(key)
-    for key in ("backbone", "cube_size"):
-        if out[key] is None:
+    for key in required:
+        if out.get(key) is None:
             raise ValueError(f"{metadata_path(path)}: no {key} recorded for {path}; pass {key} explicitly")
+    if out["backbone"] is None:
+        raise ValueError(f"{metadata_path(path)}: no backbone recorded for {path}; pass backbone explicitly")
     out["backbone_kwargs"] = {
         k: v for k, v in dict(out["backbone_kwargs"] or {}).items() if k not in ("in_channels", "spatial_dims")
     }
-    out["cube_size"] = int(out["cube_size"])
+    out["cube_size"] = None if out["cube_size"] is None else int(out["cube_size"])
     out["in_channels"] = input_channels(out["input_mode"])
     recorded_channels = meta.get("in_channels")
     if recorded_channels is not None and int(recorded_channels) != out["in_channels"]:

@@ -257,13 +257,16 @@ class AugmentConfig:
             cube_size: the cube edge S.
 
         Returns:
-            The context edge C >= S.
+            The context edge C >= S, with C - S even.
         """
         if not self.uses_context:
             return int(cube_size)
         reach = np.sqrt(3.0) if self.rotate3d_prob > 0 else 1.0
         half = reach * (cube_size / 2.0) / min(self.zoom_range) + self.translate_fraction * cube_size + 1.0
-        return max(int(cube_size), int(np.ceil(2.0 * half)))
+        edge = max(int(cube_size), int(np.ceil(2.0 * half)))
+        # C - S even: the context (cut at start - (C - S) // 2) then has the cube's centre, so an
+        # unrotated, unshifted view samples the cube's own voxels, not points half a voxel between them
+        return edge + (edge - int(cube_size)) % 2
 
     def crop_sizes(self, cube_size: int) -> tuple[int, int]:
         """The ``(min, max)`` crop edge in voxels for a cube of edge ``cube_size`` (at least 1).

@@ -52,6 +52,7 @@ _EXTRA_FIELDS: tuple[tuple[str, type, tuple[int, ...], Any], ...] = (
     ("morph", np.int64, (3,), 0),
     ("pre_dropout", bool, (), False),
     ("az_radius", np.int64, (), 0),
+    ("resample", bool, (), False),
 )
 
 
@@ -93,6 +94,8 @@ class ViewParams:
         morph: ``[n, 3]`` per mask channel (pre, cleft, post) a dilation (> 0) or erosion (< 0) radius.
         pre_dropout: ``[n]`` bool, whether to zero the pre-synaptic mask.
         az_radius: ``[n]`` dilation radius of the synapse mask in the ``masked`` input mode.
+        resample: ``[n]`` bool, the cube is a context that the view is resampled from (``affine``,
+            ``offset``) even where they are the identity (then the view is the context's centre S-cube).
     """
 
     rot_plane: np.ndarray
@@ -119,6 +122,7 @@ class ViewParams:
     morph: np.ndarray | None = None
     pre_dropout: np.ndarray | None = None
     az_radius: np.ndarray | None = None
+    resample: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.rot_plane = _as_numpy(self.rot_plane).astype(np.int64).reshape(-1)
@@ -151,8 +155,12 @@ class ViewParams:
 
     @property
     def resampled(self) -> np.ndarray:
-        """``[n]`` bool: views made by one affine resample of a context cube (not the identity map)."""
-        return np.any(self.affine != np.eye(3), axis=(1, 2)) | np.any(self.offset != 0, axis=1)
+        """``[n]`` bool: views made by one affine resample of a context cube.
+
+        Every view drawn with a context is one (``resample``), even where its draw is the identity map
+        (no rotation, flip, zoom or shift): its output is then the context's centre S-cube, not the context.
+        """
+        return self.resample | np.any(self.affine != np.eye(3), axis=(1, 2)) | np.any(self.offset != 0, axis=1)
 
     def select(self, index: int | slice | Sequence[int] | np.ndarray) -> ViewParams:
         """The parameters of a subset of the cubes (an int keeps a length-1 view).
@@ -362,6 +370,8 @@ def _sample_strong_views(
         out["affine"] = view_matrices(rotation, flips, zoom, cfg.voxel_size)
         reach = cfg.translate_fraction * cube_size * voxel.min() / voxel
         out["offset"] = rng.uniform(-1.0, 1.0, size=(n, 3)) * reach
+        # the cube is a context (or anisotropic): resample it even where this draw is the identity
+        out["resample"] = np.ones(n, dtype=bool)
     if cfg.gamma_prob > 0:
         out["gamma"] = np.where(rng.random_sample(n) < cfg.gamma_prob, rng.uniform(*cfg.gamma_range, size=n), 1.0)
     if cfg.noise_prob > 0 or cfg.mult_noise_prob > 0:

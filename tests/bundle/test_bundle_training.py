@@ -58,6 +58,8 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     assert final["trainer"]["iteration"] == 4
     meta = json.loads((out / "model.json").read_text())
     assert meta["backbone"] == "resnet10"
+    # the sidecar records the encoder's input: inference reads it from there
+    assert meta["cube_size"] == 16 and meta["input_mode"] == "channels" and meta["in_channels"] == 3
     assert list((out / "wandb").glob("offline-run-*")), "W&B runs offline by default"
 
     # inference with the exported encoder: one embedding per sheet row, ids as in the sheets
@@ -65,7 +67,7 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     res = _bundle(
         tmp_path, "run", "inference", "--config_file", str(CONFIGS / "inference.yaml"),
         "--dataset_dir", str(synthetic_root), "--output_dir", str(emb_dir), "--encoder_path", str(out / "model.pt"),
-        "--backbone", "resnet10", "--cube_size", "16", "--device", "cpu",
+        "--backbone", "resnet10", "--device", "cpu",  # an agreeing backbone; the cube size from the sidecar
     )
     assert res.returncode == 0, res.stderr[-3000:]
     from synclr_monai.evaluation.embeddings import read_embeddings

@@ -33,7 +33,8 @@ def test_assembled_channels_match_an_independent_reading(synthetic_root):
     lm = label_map_for(1)
 
     assert vol.raw.shape == raw_u8.shape and vol.raw.dtype == np.float16
-    assert vol.mask.shape == (2, *raw_u8.shape) and vol.mask.dtype == np.uint8
+    # pre-synaptic, cleft and post-synaptic masks
+    assert vol.mask.shape == (3, *raw_u8.shape) and vol.mask.dtype == np.uint8
     assert set(np.unique(vol.mask)) <= {0, 1}
     # raw is z-scored over the whole bbox, and a monotone map of the original intensities
     r = vol.raw.astype(np.float64)
@@ -63,6 +64,12 @@ def test_assembled_channels_match_an_independent_reading(synthetic_root):
     for _, row in vol.synapses.iterrows():
         if row["post_seg_id"] not in pre_ids:
             assert vol.pre[sheet_point(row, f"side_{3 - int(row['pre_side'])}")] == 0
+    # the post-synaptic channel is exactly the union of the post-synaptic segments
+    post_ids = sorted({int(i) for i in vol.synapses["post_seg_id"] if i != 0})
+    assert post_ids
+    np.testing.assert_array_equal(vol.post, np.isin(seg, post_ids))
+    for _, row in vol.synapses.iterrows():
+        assert vol.post[sheet_point(row, f"side_{3 - int(row['pre_side'])}")] == 1
 
 
 def test_label_map_override_changes_the_cleft_channel(synthetic_root):
@@ -101,13 +108,14 @@ def test_synapse_cube_is_centred_and_zero_padded(synthetic_root):
     z, y, x = sheet_point(row, "central")
     cube = synapse_cube(vol, row, 16)
     assert cube.shape == (3, 16, 16, 16) and cube.dtype == np.float32
-    np.testing.assert_array_equal(cube[1:], vol.mask[:, z - 8 : z + 8, y - 8 : y + 8, x - 8 : x + 8])
+    # the channels input: raw, pre, cleft (the post-synaptic mask only feeds the masked mode)
+    np.testing.assert_array_equal(cube[1:], vol.mask[:2, z - 8 : z + 8, y - 8 : y + 8, x - 8 : x + 8])
     assert cube[2, 8, 8, 8] == vol.cleft[z, y, x] == 1
     assert abs(cube[0].mean()) < 1e-4 and abs(cube[0].std() - 1) < 1e-3
     # a cube larger than the volume: zero padding past every border
     big = synapse_cube(vol, row, 2 * max(vol.shape))
     assert big.shape[1:] == (2 * max(vol.shape),) * 3
-    assert big[1:].sum() == vol.mask.sum()
+    assert big[1:].sum() == vol.mask[:2].sum()
     assert np.all(big[1:, 0] == 0) and np.all(big[1:, -1] == 0)
 
 

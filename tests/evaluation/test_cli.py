@@ -103,7 +103,8 @@ def test_inference_and_evaluate_with_baselines_on_synthetic_data(tmp_path):
     synthetic.generate_dataset(data, n_bboxes=2, shape=(32, 64, 64), synapses_per_bbox=6, seed=0)
     model = tmp_path / "model.pt"
     networks.save_encoder(networks.build_backbone("resnet10"), model)
-    with pytest.raises(ValueError, match="holds a 'resnet10' encoder but backbone='resnet18'"):
+    # the sidecar (model.json) is the truth: a contradicting backbone names it and both values
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone='resnet10', but backbone='resnet18'"):
         run_inference(data, model, tmp_path / "out", backbone="resnet18", cube_size=16)
     h5 = run_inference(data, model, tmp_path / "out", backbone="resnet10", cube_size=16, batch_size=6, progress=False)
     ids, vectors, attrs = read_embeddings(h5)

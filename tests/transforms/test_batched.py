@@ -116,9 +116,12 @@ def test_batched_bad_input(cube_factory):
     aug = BatchedTwoViewAugment()
     with pytest.raises(ValueError, match="parameter sets"):
         aug(cubes, sample_two_view_params(np.random.RandomState(0), 3, 12))
-    with pytest.raises(ValueError, match=r"\[B, 3, S, S, S\]"):
+    # 4-channel cubes (raw, pre, cleft, post) are accepted since the post-synaptic channel; 2 and 5 are not
+    with pytest.raises(ValueError, match=r"\[B, 3 or 4, S, S, S\]"):
         aug(cubes[:, :2])
-    with pytest.raises(ValueError, match=r"\[B, 3, S, S, S\]"):
+    with pytest.raises(ValueError, match=r"\[B, 3 or 4, S, S, S\]"):
+        aug(torch.cat([cubes, cubes[:, :2]], dim=1))
+    with pytest.raises(ValueError, match=r"\[B, 3 or 4, S, S, S\]"):
         aug(cubes[..., :8])
     with pytest.raises(TypeError):
         aug(cubes.numpy())

@@ -1,0 +1,103 @@
+"""The encoder's sidecar (model.json) is the truth for its input: encoder_input_spec and run_inference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synclr_monai.data.bbox import assemble_bbox, find_bboxes, synapse_cube
+from synclr_monai.evaluation.embeddings import read_embeddings, run_inference
+from synclr_monai.networks import build_backbone, build_simclr, load_encoder, save_encoder
+from synclr_monai.networks.export import encoder_input_spec, metadata_path
+
+CUBE = 16
+
+
+def export_masked(tmp_path, **extra):
+    """A tiny resnet10 SimCLR trained (here: initialised) on 1-channel ``masked`` cubes, exported with its sidecar."""
+    torch.manual_seed(0)
+    model = build_simclr("resnet10", in_channels=1, projection_hidden=16, projection_dim=8)
+    meta = {"cube_size": CUBE, "input_mode": "masked", "in_channels": 1, "voxel_size": [1.0, 1.0, 1.0], "az_radius": 3}
+    meta.update(extra)
+    path = tmp_path / "model.pt"
+    save_encoder(model, path, metadata=meta)
+    return path
+
+
+def test_spec_reads_the_sidecar(tmp_path):
+    path = export_masked(tmp_path)
+    spec = encoder_input_spec(path)
+    assert spec["backbone"] == "resnet10" and spec["in_channels"] == 1
+    assert spec["input_mode"] == "masked" and spec["cube_size"] == CUBE and spec["az_radius"] == 3
+    assert "in_channels" not in spec["backbone_kwargs"]
+    # values that agree are accepted
+    assert encoder_input_spec(path, backbone="resnet10", cube_size=CUBE, input_mode="masked") == spec
+
+
+@pytest.mark.parametrize(
+    "given, key",
+    [
+        ({"input_mode": "channels"}, "input_mode"),
+        ({"input_mode": "raw"}, "input_mode"),
+        ({"cube_size": 24}, "cube_size"),
+        ({"backbone": "resnet18"}, "backbone"),
+        ({"voxel_size": (2.0, 1.0, 1.0)}, "voxel_size"),
+    ],
+)
+def test_spec_contradictions_name_the_sidecar(tmp_path, given, key):
+    path = export_masked(tmp_path)
+    with pytest.raises(ValueError, match=rf"model\.json.*{key}="):
+        encoder_input_spec(path, **given)
+
+
+def test_spec_inconsistent_or_missing_entries(tmp_path):
+    path = export_masked(tmp_path, in_channels=3)  # a sidecar whose channels contradict its mode
+    with pytest.raises(ValueError, match=r"model\.json: in_channels 3 does not fit input_mode 'masked'"):
+        encoder_input_spec(path)
+    side = metadata_path(path)
+    meta = json.loads(side.read_text())
+    del meta["cube_size"], meta["in_channels"]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model\.json: no cube_size recorded"):
+        encoder_input_spec(path)
+    assert encoder_input_spec(path, cube_size=12)["cube_size"] == 12
+    # building the network alone (ckpt_export's network_def) needs no cube size, but always a backbone
+    spec = encoder_input_spec(path, required=("backbone",))
+    assert spec["cube_size"] is None and spec["backbone"] == "resnet10" and spec["in_channels"] == 1
+    with pytest.raises(ValueError, match=r"no backbone recorded"):
+        encoder_input_spec(tmp_path / "elsewhere.pt", required=())
+    assert encoder_input_spec(tmp_path / "elsewhere.pt", required=(), backbone="resnet10")["in_channels"] == 3
+
+
+def test_inference_honours_the_sidecar_input_mode(synthetic_root, tmp_path):
+    path = export_masked(tmp_path)
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)  # input_mode unset
+    ids, vectors, attrs = read_embeddings(h5)
+    assert attrs["input_mode"] == "masked" and attrs["cube_size"] == CUBE and attrs["backbone"] == "resnet10"
+    assert len(ids) == 6 and np.isfinite(vectors).all()
+    # the embeddings are those of the 1-channel masked cubes (the sidecar's az_radius), not of other inputs
+    network = build_backbone("resnet10", in_channels=1)
+    load_encoder(network, path)
+    network.eval()
+    vol = assemble_bbox(find_bboxes(synthetic_root)[0])
+    row = vol.synapses.iloc[0]
+    cube = synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=3)
+    assert cube.shape == (1, CUBE, CUBE, CUBE)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(cube)[None])[0].numpy()
+    first = np.flatnonzero((ids["bbox_name"] == vol.name) & (ids["Var1"] == str(row["Var1"])))
+    np.testing.assert_allclose(vectors[first[0]], expected, rtol=1e-4, atol=1e-5)
+    other = synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=1)
+    with torch.no_grad():
+        assert not np.allclose(network(torch.from_numpy(other)[None])[0].numpy(), vectors[first[0]], atol=1e-5)
+
+
+@pytest.mark.parametrize("given", [{"input_mode": "channels"}, {"cube_size": 24}])
+def test_inference_rejects_a_contradicting_input(synthetic_root, tmp_path, given):
+    path = export_masked(tmp_path)
+    with pytest.raises(ValueError, match=r"model\.json.*leave it unset"):
+        run_inference(synthetic_root, path, tmp_path / "out", progress=False, **given)
+    assert not (tmp_path / "out").exists()
