@@ -44,33 +44,39 @@ LAB_VIEWS = {
 #: The optimisation the demo used before the ablation (LARS at a large step, temperature 0.1).
 LAB_OPTIM = {"optimizer_name": "lars", "base_lr": 1.6, "lars_eta": 0.1, "weight_decay": 1.0e-6, "temperature": 0.1}
 SO3 = {"rotate3d_prob": 1.0, "flip_prob": 0.5}
+#: Every configuration states these, so that it does not depend on demo.yaml's choice of them.
+CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop"}
 
 #: name -> (description, overrides of train.yaml + demo.yaml; "augment#key" for the views)
 GRID: dict[str, tuple[str, dict]] = {
-    "lab": ("the lab's views, LARS (the demo before)", {**{f"augment#{k}": v for k, v in LAB_VIEWS.items()}, **LAB_OPTIM}),
+    "lab": (
+        "the lab's views, LARS (the demo before)",
+        {**CHANNELS, **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}, **LAB_OPTIM},
+    ),
     "lab_so3": (
         "+ SO(3) rotation and flips, LARS",
-        {**{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}, **LAB_OPTIM},
+        {**CHANNELS, **{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}, **LAB_OPTIM},
     ),
-    "all_views_lars": ("+ every new view, LARS", dict(LAB_OPTIM)),
-    "lab_adamw": ("the lab's views, AdamW", {f"augment#{k}": v for k, v in LAB_VIEWS.items()}),
-    "so3_adamw": ("SO(3) + flips only, AdamW", {f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}),
-    "all_views": ("every new view, AdamW 1e-3, T 0.2 (demo.yaml)", {}),
-    "masked": ("all views, input EM x dilated synapse mask", {"input_mode": "masked"}),
-    "raw": ("all views, input EM only", {"input_mode": "raw"}),
-    "nearby": ("all views, nearby-location pairs", {"pair_mode": "nearby"}),
-    "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby"}),
-    "masked_t05": ("all views, masked input, temperature 0.5", {"input_mode": "masked", "temperature": 0.5}),
+    "all_views_lars": ("+ every new view, LARS", {**CHANNELS, **LAB_OPTIM}),
+    "lab_adamw": ("the lab's views, AdamW", {**CHANNELS, **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}}),
+    "so3_adamw": (
+        "SO(3) + flips only, AdamW",
+        {**CHANNELS, **{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}},
+    ),
+    "all_views": ("every new view, AdamW 1e-3, T 0.2", dict(CHANNELS)),
+    "masked": ("all views, input EM x dilated synapse mask", {**CHANNELS, "input_mode": "masked"}),
+    "raw": ("all views, input EM only", {**CHANNELS, "input_mode": "raw"}),
+    "nearby": ("all views, nearby-location pairs", {**CHANNELS, "pair_mode": "nearby"}),
+    "masked_nearby": ("all views, masked input, nearby pairs (demo.yaml)", {"input_mode": "masked", "pair_mode": "nearby"}),
+    "masked_t05": ("masked, nearby, temperature 0.5", {"input_mode": "masked", "pair_mode": "nearby", "temperature": 0.5}),
     "masked_lab_views": (
-        "masked input with the lab's views",
-        {"input_mode": "masked", **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
+        "masked input, nearby pairs, the lab's views",
+        {"input_mode": "masked", "pair_mode": "nearby", **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
     ),
-    "t05": ("all views, temperature 0.5", {"temperature": 0.5}),
-    "t01": ("all views, temperature 0.1", {"temperature": 0.1}),
-    "dcl": ("all views, decoupled contrastive loss", {"decoupled_loss": True}),
-    "batch32": ("all views, batch 32 (half the steps)", {"batch_size": 32, "base_lr": 0.008}),
-    "cube40": ("all views, 40³ cubes", {"cube_size": 40}),
-    "adam_lr3e4": ("all views, AdamW 3e-4", {"base_lr": 0.0048}),
+    "t05": ("all views, temperature 0.5", {**CHANNELS, "temperature": 0.5}),
+    "dcl": ("all views, decoupled contrastive loss", {**CHANNELS, "decoupled_loss": True}),
+    "batch32": ("all views, batch 32 (half the steps)", {**CHANNELS, "batch_size": 32, "base_lr": 0.008}),
+    "cube40": ("all views, 40³ cubes", {**CHANNELS, "cube_size": 40}),
 }
 
 
