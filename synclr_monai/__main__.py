@@ -6,11 +6,15 @@ synth     write a synthetic EM dataset in the lab's on-disk layout
 check     validate a dataset root and print a per-bbox summary
 evaluate  kNN / linear-probe evaluation of an embeddings file, with plots
 finetune  cleft segmentation from the pretrained encoder versus from scratch (Dice of both)
+
+A problem with the user's data or settings ends the command with one short message and exit code 2;
+add --debug (or set SYNCLR_DEBUG=1) for the full traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
@@ -33,9 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from synclr_monai.errors import EXIT_USER_ERROR, UserError, report_user_error
+
+    if "--debug" in rest:  # understood by every command, so taken out before the command's own parser
+        rest = [a for a in rest if a != "--debug"]
+        os.environ["SYNCLR_DEBUG"] = "1"
     module_name, func_name = COMMANDS[name].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except UserError as err:
+        report_user_error(err)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":
