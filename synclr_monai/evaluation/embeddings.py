@@ -121,6 +121,13 @@ def iter_dataset_cubes(
     for source in sources:
         logger.info("loading %s", source.name)
         volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
+        if wanted is None and volume.synapses.empty:
+            from synclr_monai.data.io import DataFormatError
+
+            raise DataFormatError(
+                f"{source.sheet}: {source.name}'s sheet lists no synapse (a header and no rows), so it has nothing to "
+                "embed: add its synapses or remove the bbox from the dataset folder"
+            )
         for _, row in volume.synapses.iterrows():
             key = (str(volume.name), str(row["Var1"]))
             if wanted is not None and key not in wanted:

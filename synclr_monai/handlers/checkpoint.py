@@ -642,6 +642,10 @@ class CheckpointHandler:
             # The configured number of epochs wins over the saved one, so a finished run can be extended.
             engine.state.max_epochs = max_epochs
         self._restore_saved_lists(engine.state.iteration)
+        if self.run_config is not None and self.run_config.differences():
+            self.logger.warning(
+                f"{path} was written with other settings ({'; '.join(self.run_config.differences())}); resuming anyway."
+            )
         iteration, epoch_length = engine.state.iteration, engine.state.epoch_length
         done = iteration % epoch_length if epoch_length else 0
         if done:
