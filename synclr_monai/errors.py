@@ -27,6 +27,7 @@ __all__ = [
     "DataError",
     "ConfigError",
     "OutputError",
+    "MissingFileError",
     "find_user_error",
     "user_error_message",
     "debug_enabled",
@@ -55,6 +56,17 @@ class OutputError(UserError, OSError):
 
     def __init__(self, message: str) -> None:
         # OSError's own formatting ("[Errno ..]") is for (errno, strerror) pairs; keep the plain message.
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """An input file or folder that does not exist (a ``FileNotFoundError`` too)."""
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from synclr_monai.errors import MissingFileError
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -106,7 +107,7 @@ def iter_dataset_cubes(
 
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise MissingFileError(f"dataset folder {root} does not exist")
     sources = find_bboxes(root)
     if not sources:
         raise ValueError(f"dataset folder {root} holds no bbox")
@@ -377,7 +378,7 @@ def read_embeddings(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"embeddings file {path} does not exist")
+        raise MissingFileError(f"embeddings file {path} does not exist")
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     ids, vectors, attrs = _read_h5(path)
@@ -432,7 +433,7 @@ def run_inference(
 
     encoder_path = Path(encoder_path)
     if not encoder_path.is_file():
-        raise FileNotFoundError(f"encoder file {encoder_path} does not exist")
+        raise MissingFileError(f"encoder file {encoder_path} does not exist")
     # The export's sidecar names its architecture: a mismatch is reported plainly here rather than
     # as a long list of missing/unexpected state-dict keys.
     exported = (read_encoder_metadata(encoder_path) or {}).get("backbone")
