@@ -677,7 +677,11 @@ class CheckpointHandler:
         self.epoch_metrics.apply(engine)
 
     def _restore_saved_lists(self, iteration: int) -> None:
-        """Let the checkpointers know the files of the interrupted run, so ``n_saved`` holds across restarts."""
+        """Let the checkpointers know the files of the interrupted run, so ``n_saved`` holds across restarts.
+
+        A run killed between writing a new file and deleting the one it replaces leaves one file too many;
+        it is a complete, superseded file and is deleted now (only rank 0, which holds the folder's lock).
+        """
         kinds = ((self.periodic, "checkpoint", self.n_saved), (self.best, "best", 1), (self.final, "final", 1))
         for checkpointer, kind, keep in kinds:
             if checkpointer is None:
@@ -690,4 +694,8 @@ class CheckpointHandler:
                 score = CHECKPOINT_FILE.match(path.name)["score"]  # type: ignore[index]
                 items.append((float(score) if kind == "best" else step, path.name))
             items.sort(key=lambda item: item[0])
+            if is_main_process():
+                for _, name in items[:-keep]:
+                    self.logger.info(f"removing {self.save_dir / name}, superseded before the interrupted run ended.")
+                    (self.save_dir / name).unlink(missing_ok=True)
             checkpointer.load_state_dict({"_saved": items[-keep:]})
