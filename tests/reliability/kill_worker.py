@@ -34,6 +34,10 @@ class Ballast:
         assert torch.equal(state["data"], self.data), "ballast damaged"
 
 
+def noop() -> None:
+    """Nothing: starting it starts the forkserver (and its imports) before the timed part of a test."""
+
+
 def train(out: str, max_epochs: int, ready=None) -> None:
     """Train (resuming from the latest checkpoint); ``ready.set()`` once the first iteration after start-up ran."""
     torch.set_num_threads(1)

@@ -92,9 +92,12 @@ def test_kills_at_random_instants_never_lose_the_latest_checkpoint(tmp_path):
     ctx = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported lazily by the first optimizer, 3 s a child otherwise
     ctx.set_forkserver_preload(["torch", "torch._dynamo", "ignite.engine", "monai.engines", "kill_worker"])
+    warm_up = ctx.Process(target=kill_worker.noop)  # the forkserver's imports: ~15 s, more on a busy machine
+    warm_up.start()
+    warm_up.join()
     checkpoints = tmp_path / "checkpoints"
     rng = random.Random(13)
-    latest, kills, deadline = 0, 0, time.monotonic() + 40
+    latest, kills, deadline = 0, 0, time.monotonic() + 45
     while kills < 12 and time.monotonic() < deadline:
         ready = ctx.Event()
         child = ctx.Process(target=kill_worker.train, args=(str(tmp_path), 1000, ready))
