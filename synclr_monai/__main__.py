@@ -10,11 +10,15 @@ neighbours the k most similar synapses of a query synapse (table + gallery)
 propagate labels of every synapse from a few labelled ones, with a confidence (--curve: accuracy vs labelled share)
 outliers  a per-synapse outlier score (candidate segmentation errors) and a gallery of the top ones
 explore   one self-contained HTML page: the 2-D map of all synapses, hover for slices, click for neighbours
+
+A problem with the user's data or settings ends the command with one short message and exit code 2;
+add --debug (or set SYNCLR_DEBUG=1) for the full traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
@@ -41,9 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from synclr_monai.errors import EXIT_USER_ERROR, UserError, report_user_error
+
+    if "--debug" in rest:  # understood by every command, so taken out before the command's own parser
+        rest = [a for a in rest if a != "--debug"]
+        os.environ["SYNCLR_DEBUG"] = "1"
     module_name, func_name = COMMANDS[name].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except UserError as err:
+        report_user_error(err)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import DataFormatError, NIFTI_SUFFIXES, is_nifti, read_synapse_sheet, read_volume
+from .io import DataFormatError, NIFTI_SUFFIXES, is_nifti, list_slices, read_synapse_sheet, read_volume
 from .labels import LabelMap, label_map_for
 
 __all__ = [
@@ -27,7 +28,10 @@ __all__ = [
     "BBoxVolume",
     "find_bboxes",
     "zscore_volume",
+    "nonfinite_per_slice",
     "assemble_bbox",
+    "label_problems",
+    "label_values",
     "assign_pre_synaptic",
     "sheet_point",
     "synapse_cube",
@@ -151,12 +155,15 @@ class BBoxVolume:
             post-synaptic segments (``[2, Z, Y, X]`` without the post-synaptic channel is accepted too).
         synapses: the sheet rows with ``bbox_name`` added (and, after assembly, ``pre_side``,
             ``pre_seg_id``, ``post_seg_id``).
+        label_values: the non-zero label values found in the semantic mask (for error messages when the
+            label map does not fit the masks); empty when unknown.
     """
 
     name: str
     raw: np.ndarray
     mask: np.ndarray
     synapses: pd.DataFrame = field(default_factory=pd.DataFrame)
+    label_values: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.raw.ndim != 3 or self.mask.ndim != 4 or self.mask.shape[0] not in (2, 3) or self.mask.shape[1:] != self.raw.shape:
@@ -187,8 +194,19 @@ class BBoxVolume:
         return np.concatenate([self.raw[None].astype(dtype), self.mask[:2].astype(dtype)], axis=0)
 
 
+def nonfinite_per_slice(raw: np.ndarray) -> np.ndarray:
+    """Count of NaN/inf voxels in each z-slice of ``raw`` (zeros for integer volumes, which cannot hold them)."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        return np.zeros(raw.shape[0], dtype=np.int64)
+    return np.array([int(raw.shape[1] * raw.shape[2] - np.count_nonzero(np.isfinite(sl))) for sl in raw])
+
+
 def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32) -> np.ndarray:
     """Z-score a whole volume, computed slab by slab so that no float64 copy of it is ever held.
+
+    Non-finite voxels (NaN, inf; possible only in float stacks) are left out of the mean and standard
+    deviation and set to 0, the volume's mean after z-scoring: one NaN voxel would otherwise make the
+    standard deviation NaN and the whole channel zero. :func:`assemble_bbox` warns when it happens.
 
     Args:
         raw: ``[Z, Y, X]`` intensities.
@@ -198,20 +216,48 @@ def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32
     Returns:
         ``(raw - mean) / std`` in ``dtype``; a constant volume gives zeros.
     """
+    floating = np.issubdtype(raw.dtype, np.floating)
     total = 0.0
     total_sq = 0.0
+    n = 0
     for z in range(0, raw.shape[0], chunk):
         slab = raw[z : z + chunk].astype(np.float64)
+        if floating:
+            slab = slab[np.isfinite(slab)]
         total += slab.sum()
         total_sq += np.square(slab).sum()
-    n = raw.size
-    mean = total / n
-    std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
+        n += slab.size
+    mean = total / n if n else 0.0
+    std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0))) if n else 0.0
     out = np.empty(raw.shape, dtype=dtype)
     for z in range(0, raw.shape[0], chunk):
         slab = raw[z : z + chunk].astype(np.float32)
-        out[z : z + chunk] = (slab - mean) / std if std > 0 else 0.0
+        scored = (slab - mean) / std if std > 0 else np.zeros_like(slab)
+        if floating:
+            scored[~np.isfinite(slab)] = 0.0
+        out[z : z + chunk] = scored
     return out
+
+
+def _warn_nonfinite(source: BBoxSource, raw: np.ndarray) -> None:
+    """Warn, naming the slices, when the raw stack holds NaN/inf voxels (replaced by :func:`zscore_volume`)."""
+    counts = nonfinite_per_slice(raw)
+    total = int(counts.sum())
+    if not total:
+        return
+    bad = np.nonzero(counts)[0]
+    if source.raw.is_dir():
+        files = list_slices(source.raw, check_numbering=False)
+        where = ", ".join(f"{files[z].name} ({counts[z]})" for z in bad[:5])
+    else:
+        where = ", ".join(f"z={z} ({counts[z]})" for z in bad[:5])
+    more = f" and {len(bad) - 5} more slices" if len(bad) > 5 else ""
+    message = (
+        f"{source.raw}: {total} non-finite raw voxel(s) (NaN/inf) in {where}{more}; they are left out of the "
+        "z-score statistics and set to 0 (the bbox mean). Fix the slices if they should hold data."
+    )
+    logger.warning(message)
+    warnings.warn(message, stacklevel=3)
 
 
 def sheet_point(row: Mapping, prefix: str) -> tuple[int, int, int]:
@@ -351,10 +397,64 @@ def assemble_bbox(
     mask[1] = np.isin(sem, label_map.cleft_values)
     if post_seg_ids:
         mask[2] = np.isin(seg, sorted(post_seg_ids))
+    values = label_values(sem)
     del seg, vesicle, sem, pre
+    _warn_nonfinite(source, raw)
     return BBoxVolume(
-        name=source.name, raw=zscore_volume(raw, np.dtype(raw_dtype)), mask=mask, synapses=synapses
+        name=source.name,
+        raw=zscore_volume(raw, np.dtype(raw_dtype)),
+        mask=mask,
+        synapses=synapses,
+        label_values=values,
     )
+
+
+def label_values(labels: np.ndarray) -> tuple[int, ...]:
+    """The non-zero values of a label volume (a bincount when the values are small: far faster than unique)."""
+    if labels.size == 0:
+        return ()
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi < 1 << 20:
+        counts = np.bincount(labels.ravel(), minlength=hi + 1)
+        return tuple(int(v) for v in np.nonzero(counts)[0] if v != 0)
+    return tuple(int(v) for v in np.unique(labels) if v != 0)
+
+
+def label_problems(volume: BBoxVolume, source: BBoxSource, label_map: LabelMap) -> list[str]:
+    """Why an assembled bbox does not fit its label map, the rule ``check`` applies too; empty when it fits.
+
+    A bbox is refused when its mask has no cleft voxel (channel 2 would be empty: the label map names
+    values the mask does not hold), or when its sheet lists synapses but none got a pre-synaptic segment
+    (channel 1 empty: no vesicle cloud of the map's vesicle value near any cleft centre, or the sheets'
+    side points on background). An empty sheet is not a label problem (see the sampling/inference checks).
+
+    Args:
+        volume: the assembled bbox.
+        source: its files (for the message).
+        label_map: the label map used.
+
+    Returns:
+        One message per problem, naming the bbox, the mask file, the label values found and what to do.
+    """
+    found = list(volume.label_values) if volume.label_values else "unknown"
+    fix = (
+        f"fix the 'label_maps' entry for {volume.name} (now {label_map.as_dict()}), or set require_labels: false "
+        "to train on it anyway"
+    )
+    problems = []
+    if not np.any(volume.cleft):
+        problems.append(
+            f"{source.mask}: {volume.name} has no cleft voxel: the label map's cleft values {label_map.cleft_values} "
+            f"are not in the mask, which holds the values {found}; {fix}"
+        )
+    synapses = volume.synapses
+    if len(synapses) and "pre_seg_id" in synapses and not (synapses["pre_seg_id"] != 0).any():
+        problems.append(
+            f"{source.mask}: {volume.name}: none of its {len(synapses)} synapses has a pre-synaptic segment (no "
+            f"vesicle cloud of value {label_map.vesicle} near a cleft centre, or side points on background in "
+            f"{source.seg}); the mask holds the values {found}; {fix}"
+        )
+    return problems
 
 
 def synapse_cube(

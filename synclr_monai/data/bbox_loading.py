@@ -29,6 +29,8 @@ class LoadBBoxd(MapTransform):
             the default table.
         raw_dtype: ``"float16"`` (default, half the memory) or ``"float32"``.
         vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
+        require_labels: refuse a bbox whose masks do not fit its label map (no cleft voxel, or no synapse with
+            a pre-synaptic segment); False trains on it anyway (see :func:`~synclr_monai.data.cache.load_bbox`).
     """
 
     def __init__(
@@ -38,12 +40,14 @@ class LoadBBoxd(MapTransform):
         label_maps: Mapping | None = None,
         raw_dtype: str = "float16",
         vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+        require_labels: bool = True,
     ) -> None:
         super().__init__(keys)
         self.cache_dir = cache_dir
         self.label_maps = resolve_label_maps(label_maps)
         self.raw_dtype = raw_dtype
         self.vesicle_search_radius = vesicle_search_radius
+        self.require_labels = require_labels
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -51,7 +55,9 @@ class LoadBBoxd(MapTransform):
             source = d[key]
             if not isinstance(source, BBoxSource):
                 raise TypeError(f"LoadBBoxd: item[{key!r}] must be a BBoxSource, got {type(source).__name__}")
-            vol = load_bbox(source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius)
+            vol = load_bbox(
+                source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius, self.require_labels
+            )
             d["raw"] = vol.raw[None]
             d["mask"] = vol.mask
             d["name"] = vol.name

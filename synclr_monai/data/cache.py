@@ -5,6 +5,10 @@ float16/float32, masks in uint8, chunked and compressed) together with a fingerp
 was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
+
+Corruption in place (a flipped bit on disk) must not load as data: every chunk of the volumes carries
+HDF5's fletcher32 checksum (h5py raises on a mismatch) and the attributes (name, sheet, label values)
+a SHA-256 stored beside them, so a damaged cache is caught and rebuilt like any unreadable one.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import numpy as np
 import pandas as pd
 
 from ..utils import atomic_output
-from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox
+from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox, label_problems
+from .io import DataFormatError
 from .labels import LabelMap, label_map_for
 
 __all__ = ["CACHE_FORMAT_VERSION", "source_fingerprint", "write_cache", "read_cache", "load_bbox"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 3  # 3: the mask holds the post-synaptic channel (caches marked 2 were written without it)
+CACHE_FORMAT_VERSION = 4  # 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash
 # chunks of 64³ match the cube sizes read in training, so a random cube touches few chunks
 CHUNK = 64
 
@@ -74,14 +79,26 @@ def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compress
 
     path = Path(path)
     chunks = tuple(min(CHUNK, s) for s in volume.shape)
+    attrs = {
+        "name": volume.name,
+        "fingerprint": fingerprint,
+        "synapses": volume.synapses.to_json(orient="split"),
+        "label_values": json.dumps([int(v) for v in volume.label_values]),
+    }
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression)
-        f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression)
-        f.attrs["name"] = volume.name
-        f.attrs["fingerprint"] = fingerprint
+        # fletcher32: a per-chunk checksum that h5py verifies on every read
+        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression, fletcher32=True)
+        f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression, fletcher32=True)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["attrs_sha256"] = _attrs_hash(attrs)
         f.attrs["format_version"] = CACHE_FORMAT_VERSION
-        f.attrs["synapses"] = volume.synapses.to_json(orient="split")
     return path
+
+
+def _attrs_hash(attrs: Mapping[str, str]) -> str:
+    """SHA-256 of the string attributes (fletcher32 covers the datasets, not the attributes)."""
+    return hashlib.sha256(json.dumps(dict(attrs), sort_keys=True).encode()).hexdigest()
 
 
 def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume | None:
@@ -95,7 +112,8 @@ def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume |
         The volume, or None when the file is absent or stale.
 
     Raises:
-        OSError, KeyError, ValueError: when the file exists but cannot be read (callers rebuild).
+        OSError, KeyError, ValueError: when the file exists but cannot be read, or a checksum does not match
+            (callers rebuild).
     """
     import h5py
 
@@ -107,12 +125,18 @@ def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume |
             return None
         if fingerprint is not None and f.attrs.get("fingerprint") != fingerprint:
             return None
-        raw = f["raw"][()]
+        attrs = {key: str(f.attrs[key]) for key in ("name", "fingerprint", "synapses", "label_values")}
+        if str(f.attrs["attrs_sha256"]) != _attrs_hash(attrs):
+            raise ValueError("attribute checksum mismatch (the file was changed after it was written)")
+        for key in ("raw", "mask"):
+            if not f[key].fletcher32:
+                raise ValueError(f"dataset {key!r} has no checksum")
+        raw = f["raw"][()]  # raises OSError on a fletcher32 mismatch
         mask = f["mask"][()]
-        name = str(f.attrs["name"])
-        synapses = pd.read_json(_StringIO(f.attrs["synapses"]), orient="split", dtype={"Var1": str})
+    synapses = pd.read_json(_StringIO(attrs["synapses"]), orient="split", dtype={"Var1": str})
     synapses["Var1"] = synapses["Var1"].astype(str)
-    return BBoxVolume(name=name, raw=raw, mask=mask, synapses=synapses)
+    values = tuple(int(v) for v in json.loads(attrs["label_values"]))
+    return BBoxVolume(name=attrs["name"], raw=raw, mask=mask, synapses=synapses, label_values=values)
 
 
 def _StringIO(text: str):  # pandas >= 2.1 wants a buffer, not a literal JSON string
@@ -127,6 +151,7 @@ def load_bbox(
     label_maps: Mapping[int, LabelMap] | None = None,
     raw_dtype: str = "float16",
     vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+    require_labels: bool = True,
 ) -> BBoxVolume:
     """Load an assembled bbox from the cache, (re)building the cache when it is absent, stale or broken.
 
@@ -136,15 +161,38 @@ def load_bbox(
         label_maps: ``{bbox_number: LabelMap}`` (default table when None).
         raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
         vesicle_search_radius: see :func:`assemble_bbox`.
+        require_labels: refuse a bbox whose masks do not fit its label map (no cleft voxel, or no synapse
+            with a pre-synaptic segment; see :func:`~synclr_monai.data.bbox.label_problems`), checked on
+            cached loads too. False: load it anyway (its empty channels are trained on as they are).
 
     Returns:
         The assembled :class:`BBoxVolume`.
+
+    Raises:
+        DataFormatError: unreadable or inconsistent files, or (``require_labels``) masks that do not fit the
+            label map, naming the bbox, the mask file and the label values it holds.
     """
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
+    label_map = label_map_for(source.number, label_maps)
+    volume = _load_or_build(source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius)
+    if require_labels:
+        problems = label_problems(volume, source, label_map)
+        if problems:
+            raise DataFormatError("\n".join(problems))
+    return volume
+
+
+def _load_or_build(
+    source: BBoxSource,
+    cache_dir: str | Path | None,
+    label_maps: Mapping[int, LabelMap] | None,
+    label_map: LabelMap,
+    raw_dtype: str,
+    vesicle_search_radius: int,
+) -> BBoxVolume:
     if cache_dir is None:
         return assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
-    label_map = label_map_for(source.number, label_maps)
     fingerprint = source_fingerprint(source, label_map, raw_dtype, vesicle_search_radius)
     path = Path(cache_dir) / f"{source.name}.h5"
     try:

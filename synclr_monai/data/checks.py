@@ -1,7 +1,8 @@
 """Validation of a dataset root: ``python -m synclr_monai check DIR``.
 
 Every problem is reported (not just the first), each naming the file and what is wrong, and the
-command exits non-zero when there is any.
+command exits with code 2 when there is any. Warnings (e.g. a sheet with no synapse) are printed but
+do not fail the check.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .bbox import BBoxSource, find_bboxes, sheet_point
-from .io import DataFormatError, is_nifti, list_slices, read_slice, read_synapse_sheet, read_volume
+from ..errors import EXIT_USER_ERROR, UserError, report_user_error
+from .bbox import nonfinite_per_slice
+from .io import DataFormatError, is_nifti, list_slices, read_slice, read_synapse_sheet, read_volume, slice_gaps
 from .labels import LabelMap, label_map_for, resolve_label_maps
 
 __all__ = ["BBoxSummary", "CheckReport", "check_bbox", "check_dataset", "main"]
@@ -34,6 +37,7 @@ class BBoxSummary:
     label_values: list[int] = field(default_factory=list)
     cleft_voxels: int | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class CheckReport:
     root: Path
     bboxes: list[BBoxSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +66,9 @@ class CheckReport:
             lines.append(
                 f"{b.name:<8} {shape:<18} {b.dtype or '?':<8} {syn:>8} {cleft:>13}  {b.label_values}"
             )
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines.extend(f"  - {w}" for w in self.warnings)
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  - {p}" for p in self.problems)
@@ -69,20 +77,33 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def _nonfinite_problem(where: Path, count: int) -> str:
+    return (
+        f"{where}: {count} non-finite voxel(s) (NaN/inf); training leaves them out of the z-score statistics "
+        "and sets them to the bbox mean, but fix the file if they should hold data"
+    )
+
+
 def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
-    """Read a role's stack slice by slice, recording unreadable slices and shape mismatches."""
+    """Read a role's stack slice by slice, recording unreadable slices, gaps in the numbering, shape
+    mismatches and (raw) non-finite voxels."""
     if is_nifti(path):
         try:
             vol = read_volume(path, role)
         except DataFormatError as err:
             problems.append(str(err))
             return None, None
+        if role == "raw" and (bad := int(nonfinite_per_slice(vol).sum())):
+            problems.append(_nonfinite_problem(path, bad))
         return vol.shape, vol
     try:
-        files = list_slices(path)
+        files = list_slices(path, check_numbering=False)
     except DataFormatError as err:
         problems.append(str(err))
         return None, None
+    gap = slice_gaps(path, files)
+    if gap:
+        problems.append(gap)
     slices: list[np.ndarray | None] = []
     shape0 = None
     for f in files:
@@ -98,6 +119,8 @@ def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, 
             problems.append(f"{f}: slice shape {sl.shape} differs from the stack's {shape0}")
             slices.append(None)
             continue
+        if role == "raw" and np.issubdtype(sl.dtype, np.floating) and not np.all(np.isfinite(sl)):
+            problems.append(_nonfinite_problem(f, int(sl.size - np.count_nonzero(np.isfinite(sl)))))
         slices.append(sl)
     if shape0 is None:
         return None, None
@@ -152,6 +175,11 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
             sheet = None
         if sheet is not None:
             summary.synapses = len(sheet)
+            if not len(sheet):
+                summary.warnings.append(
+                    f"{source.sheet}: the sheet lists no synapse (a header and no rows); {source.name} adds no "
+                    "pre-synaptic channel, and mask-aware sampling and inference will refuse it"
+                )
             seg = vols.get("seg")
             shape = raw_shape or shapes.get("seg")
             for _, row in sheet.iterrows():
@@ -198,25 +226,33 @@ def check_dataset(root: str | Path, label_maps: dict | None = None) -> CheckRepo
         summary = check_bbox(source, lm)
         report.bboxes.append(summary)
         report.problems.extend(summary.problems)
+        report.warnings.extend(summary.warnings)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m synclr_monai check DIR [--label-maps FILE]``: print the summary; exit 1 on problems."""
+    """``python -m synclr_monai check DIR [--label-maps FILE]``: print the summary; exit 2 on problems."""
     parser = argparse.ArgumentParser(prog="python -m synclr_monai check", description=__doc__)
     parser.add_argument("root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx)")
     parser.add_argument(
         "--label-maps", type=Path, default=None, help="YAML/JSON file {bbox_number: {mito, vesicle, cleft, cleft2}}"
     )
+    parser.add_argument("--debug", action="store_true", help="print full tracebacks (also SYNCLR_DEBUG=1)")
     args = parser.parse_args(argv)
     overrides = None
-    if args.label_maps is not None:
-        import yaml
+    try:
+        if args.label_maps is not None:
+            import yaml
 
-        overrides = yaml.safe_load(args.label_maps.read_text())
-    report = check_dataset(args.root, overrides)
+            if not args.label_maps.is_file():
+                raise DataFormatError(f"{args.label_maps}: label-map file does not exist")
+            overrides = yaml.safe_load(args.label_maps.read_text())
+        report = check_dataset(args.root, overrides)
+    except UserError as err:
+        report_user_error(err, debug=args.debug)
+        return EXIT_USER_ERROR
     print(report.format())
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
+
 __all__ = [
     "DataFormatError",
+    "slice_number",
+    "slice_gaps",
     "SHEET_COLUMNS",
     "LUMINOSITY_WEIGHTS",
     "natural_sort_key",
@@ -39,8 +43,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class DataFormatError(ValueError):
-    """A data file is missing, unreadable or not in the expected format."""
+class DataFormatError(DataError):
+    """A data file is missing, unreadable or not in the expected format (a ``ValueError``)."""
 
 
 def natural_sort_key(path: str | Path) -> list:
@@ -54,17 +58,61 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def list_slices(folder: str | Path) -> list[Path]:
+def slice_number(path: str | Path) -> int | None:
+    """The slice number of a file name: its last run of digits (``slice_009.tif`` -> 9), None without one."""
+    found = re.findall(r"\d+", Path(path).name.split(".")[0])
+    return int(found[-1]) if found else None
+
+
+def _format_numbers(numbers: Sequence[int], limit: int = 12) -> str:
+    shown = ", ".join(map(str, numbers[:limit]))
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > limit else "")
+
+
+def slice_gaps(folder: str | Path, files: Sequence[Path]) -> str | None:
+    """What is wrong with the numbering of a stack's slices, or None when it is consecutive.
+
+    Stacking sorted files gives z = position in the list, so a slice number missing from the middle
+    (``slice_009.tif`` absent) would shift every slice above it by one in z, silently, and the same gap in
+    the raw, seg and mask stacks would even keep their counts equal. Names without a number are not checked.
+
+    Args:
+        folder: the stack folder (for the message).
+        files: its slice files.
+
+    Returns:
+        A message naming the missing or repeated slice numbers, or None.
+    """
+    numbers = [slice_number(f) for f in files]
+    if not numbers or any(n is None for n in numbers):
+        return None
+    present = sorted(numbers)  # type: ignore[arg-type]
+    repeated = sorted({n for n in present if present.count(n) > 1})
+    if repeated:
+        names = [f.name for f in files if slice_number(f) in repeated][:6]
+        return f"{folder}: slice numbers {_format_numbers(repeated)} appear more than once ({names})"
+    missing = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+    if missing:
+        return (
+            f"{folder}: slice numbers {_format_numbers(missing)} are missing (found {len(present)} slices numbered "
+            f"{present[0]}..{present[-1]}); a gap would shift every slice above it in z: restore the missing slices"
+        )
+    return None
+
+
+def list_slices(folder: str | Path, check_numbering: bool = True) -> list[Path]:
     """The TIFF slices of a stack folder in natural order.
 
     Args:
         folder: a folder of ``*.tif``/``*.tiff`` files, one per z.
+        check_numbering: raise when the slice numbers have a gap or a repeat (see :func:`slice_gaps`).
 
     Returns:
         The slice paths, naturally sorted by file name.
 
     Raises:
-        DataFormatError: if the folder does not exist or holds no TIFF file.
+        DataFormatError: if the folder does not exist, holds no TIFF file, or (``check_numbering``) its
+            slice numbers are not consecutive.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -72,7 +120,12 @@ def list_slices(folder: str | Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES]
     if not files:
         raise DataFormatError(f"{folder}: no .tif slices in the folder")
-    return sorted(files, key=natural_sort_key)
+    files = sorted(files, key=natural_sort_key)
+    if check_numbering:
+        problem = slice_gaps(folder, files)
+        if problem:
+            raise DataFormatError(problem)
+    return files
 
 
 def _to_2d(arr: np.ndarray, role: str, path: Path) -> np.ndarray:

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-__all__ = ["LabelMap", "DEFAULT_LABEL_MAPS", "resolve_label_maps", "label_map_for"]
+from ..errors import DataError
+
+__all__ = ["LabelMap", "LabelMapError", "DEFAULT_LABEL_MAPS", "resolve_label_maps", "label_map_for"]
+
+
+class LabelMapError(DataError, KeyError):
+    """No label map for a bbox (a ``KeyError`` too, as before); the message says how to add one."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -91,11 +100,11 @@ def label_map_for(bbox_number: int, label_maps: Mapping[int, LabelMap] | None = 
         label_maps: a table from :func:`resolve_label_maps`; the default table when None.
 
     Raises:
-        KeyError: if the table has no entry for ``bbox_number`` (the message says how to add one).
+        LabelMapError: (a ``KeyError``) if the table has no entry for ``bbox_number`` (the message says how to add one).
     """
     table = DEFAULT_LABEL_MAPS if label_maps is None else label_maps
     if bbox_number not in table:
-        raise KeyError(
+        raise LabelMapError(
             f"no label map for bbox{bbox_number}: add it to the 'label_maps' config entry as "
             f"{{{bbox_number}: {{mito: .., vesicle: .., cleft: .., cleft2: ..}}}}"
         )

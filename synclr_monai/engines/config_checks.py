@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
+import inspect
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainingConfigError", "volume_shape", "check_training_config"]
+from synclr_monai.errors import ConfigError
+
+__all__ = [
+    "TrainingConfigError",
+    "volume_shape",
+    "check_training_config",
+    "check_config_keys",
+    "cli_overrides",
+    "check_cli_overrides",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class TrainingConfigError(ValueError):
+class TrainingConfigError(ConfigError):
     """A configuration value that cannot work (the message names the key and the allowed values)."""
 
 
@@ -64,11 +78,14 @@ def check_training_config(
         mask_aware_epoch: epoch of the switch to mask-aware sampling (None: never).
         world_size: number of processes (DDP).
 
+    A run with mask-aware sampling needs synapses: a bbox whose sheet lists none is refused.
+
     Returns:
         A summary ``{"bboxes": {name: shape}, "iterations_per_epoch": int}`` (logged too).
 
     Raises:
         TrainingConfigError: naming the bad key, its value and what would work.
+        DataFormatError: a bbox's files do not fit the run (e.g. no synapse in a mask-aware run).
     """
     from synclr_monai.data.bbox import find_bboxes
     from synclr_monai.networks.factory import BACKBONE_NAMES
@@ -103,6 +120,8 @@ def check_training_config(
             f"cube_size: {cube_size} is larger than the volume (Z, Y, X) of {too_small}; use a cube_size of at "
             f"most {min(min(s) for s in too_small.values())} or drop these bboxes with 'bboxes'"
         )
+    if sampling == "mask_aware" or mask_aware_epoch is not None:
+        _require_synapses(sources, "mask-aware sampling (sampling: mask_aware or mask_aware_epoch set)")
     summary: dict[str, Any] = {"bboxes": shapes}
     if cubes_per_bbox is not None:
         samples = cubes_per_bbox * len(sources)
@@ -117,3 +136,124 @@ def check_training_config(
         summary["iterations_per_epoch"] = iterations
     logger.info("training on %d bboxes %s; %s", len(sources), shapes, summary.get("iterations_per_epoch", ""))
     return summary
+
+
+def _require_synapses(sources: Sequence[Any], why: str) -> None:
+    """Raise naming each sheet that lists no synapse, for runs that need synapses."""
+    from synclr_monai.data.io import DataFormatError, read_synapse_sheet
+
+    empty = [s for s in sources if len(read_synapse_sheet(s.sheet)) == 0]
+    if empty:
+        raise DataFormatError(
+            "; ".join(f"{s.sheet}: {s.name}'s sheet lists no synapse (a header and no rows)" for s in empty)
+            + f", but {why} needs synapses: add them, leave the bbox out with 'bboxes', or sample at random "
+            "(sampling: random, mask_aware_epoch: null)"
+        )
+
+
+def check_config_keys(overrides: Iterable[str], known: Iterable[str], source: str = "the config") -> None:
+    """Refuse override keys whose top-level id the config does not define (a typo would be silently ignored).
+
+    Args:
+        overrides: override ids as given (``cube_size``, ``augment#blur_prob``, ``augment::blur_prob``).
+        known: the top-level keys the config files define.
+        source: the config files, for the message.
+
+    Raises:
+        TrainingConfigError: listing each unknown key with the closest known names ("did you mean ...?").
+    """
+    known = sorted(set(known))
+    unknown = []
+    for key in overrides:
+        top = str(key).replace("::", "#").split("#")[0]
+        if top and top not in known:
+            close = difflib.get_close_matches(top, known, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            unknown.append(f"{top}{hint}")
+    if unknown:
+        raise TrainingConfigError(
+            f"unknown config key(s): {', '.join(unknown)}: not defined in {source}, so the value would be "
+            "ignored; check the spelling (the keys are listed in bundle/docs/README.md)"
+        )
+
+
+def _run_parameters() -> set[str]:
+    from monai.bundle.scripts import run
+
+    return {name for name in inspect.signature(run).parameters if name != "override"}
+
+
+def cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The config files and the override keys of a ``monai.bundle run`` command line (as Fire reads it).
+
+    Args:
+        argv: the arguments after ``python -m monai.bundle`` (``["run", "training", "--config_file", ...]``).
+
+    Returns:
+        ``(config_files, override_keys)``; flags that are ``run()``'s own parameters are not overrides.
+    """
+    run_params = _run_parameters()
+    flags: dict[str, str | None] = {}
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            if not eq:
+                has_value = i + 1 < len(tokens) and not tokens[i + 1].startswith("--")
+                value = tokens[i + 1] if has_value else None
+                i += 1 if has_value else 0
+            flags[name.replace("-", "_")] = value
+        i += 1
+    files: list[str] = []
+    args_file = flags.get("args_file")
+    if args_file:
+        import yaml
+
+        with open(args_file) as f:
+            from_file = yaml.safe_load(f) or {}
+        for name, value in from_file.items():
+            flags.setdefault(str(name), value)
+    config = flags.get("config_file")
+    if config:
+        if isinstance(config, str) and config.strip()[:1] in "[(":
+            try:
+                config = ast.literal_eval(config)
+            except (ValueError, SyntaxError):
+                pass
+        files = [str(c) for c in (config if isinstance(config, (list, tuple)) else [config])]
+    keys = [name for name in flags if name not in run_params]
+    return files, keys
+
+
+def check_cli_overrides(argv: Sequence[str] | None = None) -> list[str]:
+    """Refuse unknown keys on a ``python -m monai.bundle run`` command line (``--cube_sise 16``).
+
+    ``monai.bundle`` accepts any ``--key value`` as an override and adds it to the config, where an
+    unknown key is simply never read. The bundle's ``initialize`` calls this: it reads the command line
+    (``sys.argv``), loads the config files it names and compares the top-level keys. Outside the
+    ``monai.bundle`` command line (a Python call of ``monai.bundle.run``) it does nothing.
+
+    Args:
+        argv: the full command line; default ``sys.argv``.
+
+    Returns:
+        The override keys checked.
+
+    Raises:
+        TrainingConfigError: an unknown key, with the closest known names.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    program = os.path.normpath(argv[0]) if argv else ""
+    if not (program.endswith(os.path.join("monai", "bundle", "__main__.py")) and len(argv) > 1 and argv[1] == "run"):
+        return []
+    files, keys = cli_overrides(argv[2:])
+    if not files or not keys:
+        return keys
+    from monai.bundle import ConfigParser
+
+    config = ConfigParser.load_config_files(files if len(files) > 1 else files[0])
+    known = set(config) | {"_meta_"}
+    check_config_keys(keys, known, source=" + ".join(files))
+    return keys

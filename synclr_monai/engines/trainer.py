@@ -224,6 +224,8 @@ class ContrastiveTrainer(SupervisedTrainer):
             compile_kwargs=compile_kwargs,
             accumulation_steps=accumulation_steps,
         )
+        # kept so that checkpoints can save the metrics' running sums for an exact mid-epoch resume
+        self.train_metrics = {**key_train_metric, **(additional_metrics or {})}
         self.batch_augment = batch_augment
         self.params_key = params_key
         self.amp_dtype = amp_dtype

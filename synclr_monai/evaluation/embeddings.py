@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from synclr_monai.errors import MissingFileError
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -111,7 +112,7 @@ def iter_dataset_cubes(
 
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise MissingFileError(f"dataset folder {root} does not exist")
     sources = find_bboxes(root)
     if not sources:
         raise ValueError(f"dataset folder {root} holds no bbox")
@@ -126,6 +127,13 @@ def iter_dataset_cubes(
     for source in sources:
         logger.info("loading %s", source.name)
         volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
+        if wanted is None and volume.synapses.empty:
+            from synclr_monai.data.io import DataFormatError
+
+            raise DataFormatError(
+                f"{source.sheet}: {source.name}'s sheet lists no synapse (a header and no rows), so it has nothing to "
+                "embed: add its synapses or remove the bbox from the dataset folder"
+            )
         for _, row in volume.synapses.iterrows():
             key = (str(volume.name), str(row["Var1"]))
             if wanted is not None and key not in wanted:
@@ -375,7 +383,7 @@ def read_embeddings(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"embeddings file {path} does not exist")
+        raise MissingFileError(f"embeddings file {path} does not exist")
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     ids, vectors, attrs = _read_h5(path)
@@ -434,7 +442,7 @@ def run_inference(
 
     encoder_path = Path(encoder_path)
     if not encoder_path.is_file():
-        raise FileNotFoundError(f"encoder file {encoder_path} does not exist")
+        raise MissingFileError(f"encoder file {encoder_path} does not exist")
     spec = encoder_input_spec(
         encoder_path, backbone=backbone, backbone_kwargs=backbone_kwargs, cube_size=cube_size, input_mode=input_mode
     )

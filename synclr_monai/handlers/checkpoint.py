@@ -1,6 +1,8 @@
 """Resumable checkpoints: every N iterations (keeping the last k), the best by epoch loss, the final one; resume.
 
-Files in ``save_dir`` (all written atomically by Ignite's ``DiskSaver``: temporary file, then rename):
+Files in ``save_dir`` (each written to a temporary name, fsynced and renamed by :class:`SafeDiskSaver`; a
+file that rotation replaces is deleted only after its successor is complete, so a kill at any instant
+leaves the latest complete checkpoint in place):
 
 - ``checkpoint_<iteration>.pt``: every ``save_interval`` iterations, the last ``n_saved`` kept;
 - ``best_<iteration>_neg_epoch_loss=<score>.pt``: the epoch with the lowest mean loss;
@@ -9,28 +11,48 @@ Files in ``save_dir`` (all written atomically by Ignite's ``DiskSaver``: tempora
 
 Each holds ``model`` (unwrapped from DDP), ``optimizer``, ``trainer`` (iteration, epoch length, max epochs),
 and ``scaler`` / ``lr_scheduler`` when the trainer has them, and loads with ``torch.load(weights_only=True)``.
+For an exact resume mid-epoch it also holds ``rng`` (the torch, NumPy and Python random states),
+``epoch_metrics`` (the running sums of the epoch's metrics, e.g. the epoch loss) and ``run_config`` (the
+settings the run was started with, compared on resume). The data order of the interrupted epoch is
+restored by :class:`~synclr_monai.data.sampler.ResumableSampler`, which skips the batches already done.
+
+The handler holds a :class:`~synclr_monai.run_guard.RunLock` on ``save_dir``: a second run on the same
+folder stops at start instead of resuming from, and rotating away, the first run's live checkpoints.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import random
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from synclr_monai.errors import ConfigError, OutputError
 from synclr_monai.handlers.utils import get_logger, is_main_process, iteration_step, training_objects
+from synclr_monai.run_guard import RunLock
+from synclr_monai.utils import atomic_output
 
 __all__ = [
     "CHECKPOINT_FILE",
     "CheckpointHandler",
+    "EpochMetricsState",
+    "RandomStates",
+    "ResumeMismatchError",
+    "RunConfig",
+    "SafeDiskSaver",
     "find_latest_checkpoint",
     "list_checkpoints",
     "make_checkpointer",
@@ -41,12 +63,227 @@ __all__ = [
 CHECKPOINT_FILE = re.compile(
     r"^(?P<kind>checkpoint|best|final|nan_stop)_(?P<iteration>\d+)(?:_(?P<score_name>[^=]+)=(?P<score>[^_]+))?\.pt$"
 )
-#: names of temporary files left by a ``DiskSaver`` killed while writing (``tempfile`` prefix + 8 characters).
-_PARTIAL_FILE = re.compile(r"^tmp[a-z0-9_]{8}$")
+#: names of temporary files left by a writer killed mid-write: ours (``atomic_output``: ``.<name>.<hex>.tmp``)
+#: and those of Ignite's ``DiskSaver`` in older runs (``tmp`` + 8 characters).
+_PARTIAL_FILE = re.compile(r"^(tmp[a-z0-9_]{8}|\..+\.pt\.[0-9a-f]{32}\.tmp)$")
+#: entries added for an exact resume; checkpoints without them (older, or NaN-stop ones) still resume.
+OPTIONAL_ENTRIES = ("rng", "epoch_metrics", "run_config")
 _STEP_PATTERN = "{filename_prefix}_{global_step}.{ext}"
 _SCORE_PATTERN = "{filename_prefix}_{global_step}_{score_name}={score}.{ext}"
 
 logger = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(ConfigError):
+    """A checkpoint that does not fit the configured run (e.g. another architecture)."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush a folder's entries, so that a rename survives a power cut (not possible on every platform)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class SafeDiskSaver(DiskSaver):
+    """Ignite save handler: write, fsync, rename, and only then delete the file the new one replaces.
+
+    Ignite's ``Checkpoint`` asks its handler to remove the oldest file *before* it saves the new one; with
+    Ignite's ``DiskSaver`` a kill during the write of ``best_8`` left no best checkpoint at all. Here
+    :meth:`remove` only records the file, and it is deleted once the next save is complete on disk.
+    A failed write (disk full) leaves the previous files as they were and raises :class:`OutputError`
+    naming the file and the free space. Writes happen on rank 0 only.
+
+    A ``DiskSaver`` subclass (Ignite then reports full paths, e.g. ``Checkpoint.last_checkpoint``), but none
+    of ``DiskSaver``'s own writing is used.
+
+    Args:
+        dirname: the checkpoint folder (created when missing).
+    """
+
+    def __init__(self, dirname: str | Path) -> None:  # DiskSaver.__init__ is not called: it checks the folder
+        self.dirname = Path(dirname)
+        self.save_on_rank = 0
+        self._pending: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if not is_main_process():
+            return
+        path = self.dirname / filename
+        try:
+            with atomic_output(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as err:
+            self._pending.clear()  # the files the new one would have replaced stay
+            try:
+                free = f"{shutil.disk_usage(self.dirname).free / 2**20:.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            hint = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the folder"
+            raise OutputError(
+                f"cannot write checkpoint {path}: {err.strerror or err} ({free} in {self.dirname}); the previous "
+                f"checkpoints are intact: {hint}, then rerun to resume from the latest"
+            ) from err
+        _fsync_dir(self.dirname)
+        for old in self._pending:
+            if old != filename:
+                (self.dirname / old).unlink(missing_ok=True)
+        self._pending.clear()
+
+    def remove(self, filename: str) -> None:
+        """Delete ``filename`` once the next checkpoint is completely written (see the class docstring)."""
+        if is_main_process():
+            self._pending.append(filename)
+
+
+class RandomStates:
+    """The torch (CPU and CUDA), NumPy and Python random states, saved and restored with a checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current states, as tensors and plain numbers (loadable with ``weights_only=True``)."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, py_gauss = random.getstate()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": int(version), "internal": list(internal), "gauss": py_gauss},
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the states (the CUDA ones only when this process has the same number of devices)."""
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _engine_metrics(engine: Engine) -> dict[str, Any]:
+    """The engine's epoch-wise Ignite metrics (``engine.train_metrics`` or found among its handlers)."""
+    from ignite.metrics import Metric
+
+    metrics = getattr(engine, "train_metrics", None)
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    found = {}
+    for handler, *_ in getattr(engine, "_event_handlers", {}).get(Events.EPOCH_STARTED, []):
+        owner = getattr(handler, "__self__", None)
+        if isinstance(owner, Metric):
+            found[f"metric_{len(found)}"] = owner
+    return found
+
+
+class EpochMetricsState:
+    """The running state of the engine's epoch metrics (e.g. the epoch-loss sum and count), for a mid-epoch resume.
+
+    Without it, a run resumed at iteration 11 of 12 would average its epoch loss over the last iteration only,
+    and that one-iteration "epoch" could win the best checkpoint. :meth:`load_state_dict` keeps the state
+    until the resumed epoch starts (after the metrics reset themselves); :meth:`apply` then loads it.
+
+    Args:
+        engine: the trainer.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pending: Mapping[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{metric name: metric.state_dict()}``."""
+        return {name: metric.state_dict() for name, metric in _engine_metrics(self.engine).items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Keep ``state`` for :meth:`apply`."""
+        self.pending = dict(state)
+
+    def apply(self, engine: Engine | None = None) -> None:
+        """Load the kept state into the metrics (an ``EPOCH_STARTED`` handler of the resumed epoch)."""
+        if not self.pending:
+            return
+        metrics = _engine_metrics(self.engine)
+        for name, state in self.pending.items():
+            if name in metrics:
+                metrics[name].load_state_dict(state)
+        self.pending = None
+
+
+class RunConfig:
+    """The settings a run was started with, saved in its checkpoints and compared when resuming.
+
+    Args:
+        config: JSON-like settings (backbone, cube size, ...).
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config = dict(config or {})
+        self.loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings (plain values: they load with ``weights_only=True``)."""
+        return _plain(self.config)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Keep the checkpoint's settings in ``loaded`` (the current ones are not changed)."""
+        self.loaded = dict(state)
+
+    def differences(self, saved: Mapping[str, Any] | None = None) -> list[str]:
+        """``key: <saved> in the checkpoint, <now> now`` for every setting that differs."""
+        saved = self.loaded if saved is None else saved
+        if saved is None:
+            return []
+        now = self.state_dict()
+        keys = sorted(set(saved) | set(now))
+        return [
+            f"{k}: {saved.get(k, '(absent)')!r} in the checkpoint, {now.get(k, '(absent)')!r} now"
+            for k in keys
+            if saved.get(k, "(absent)") != now.get(k, "(absent)")
+        ]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with mappings/sequences as dicts/lists and other objects as strings (safe to unpickle)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _state_dict_differences(model: torch.nn.Module, saved: Mapping[str, Any], limit: int = 3) -> list[str]:
+    """Missing, unexpected and differently shaped parameters of ``saved`` against ``model``."""
+    module = getattr(model, "module", model)  # unwrap DDP
+    current = module.state_dict()
+    out = []
+    missing = [k for k in current if k not in saved]
+    unexpected = [k for k in saved if k not in current]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(current[k].shape)}"
+        for k in current
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(current[k].shape)
+    ]
+    for label, items in (("missing in the checkpoint", missing), ("not in the model", unexpected),
+                         ("shape in the checkpoint vs the model", shapes)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            out.append(f"{len(items)} parameter(s) {label}: {', '.join(items[:limit])}{more}")
+    return out
+
 
 
 def list_checkpoints(checkpoint_dir: str | Path, kinds: tuple[str, ...] | None = None) -> list[tuple[int, Path]]:
@@ -146,11 +383,40 @@ def resume_from(
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint to resume from not found: {path}")
         checkpoint = _read(path, map_location)
-    missing = [name for name in to_load if name not in checkpoint]
+    optional = [name for name in OPTIONAL_ENTRIES if name in to_load and name not in checkpoint]
+    if optional:
+        logger.warning(f"{path} has no {optional}: the resumed run may not repeat the interrupted one exactly.")
+    missing = [name for name in to_load if name not in checkpoint and name not in OPTIONAL_ENTRIES]
     if missing:
         raise KeyError(f"{path} lacks {missing} (it has {sorted(checkpoint)}).")
-    Checkpoint.load_objects(to_load=dict(to_load), checkpoint=dict(checkpoint), strict=strict)
+    run_config = to_load.get("run_config")
+    if isinstance(run_config, RunConfig) and "run_config" in checkpoint:
+        run_config.load_state_dict(checkpoint["run_config"])
+    objects = {name: obj for name, obj in to_load.items() if name in checkpoint}
+    try:
+        Checkpoint.load_objects(to_load=objects, checkpoint=dict(checkpoint), strict=strict)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise _mismatch(path, to_load, checkpoint, error) from error
     return path
+
+
+def _mismatch(path: Path, to_load: Mapping[str, Any], checkpoint: Mapping, error: Exception) -> ResumeMismatchError:
+    """The error for a checkpoint that does not load into the configured objects: what differs and the ways out."""
+    details: list[str] = []
+    run_config = to_load.get("run_config")
+    if isinstance(run_config, RunConfig):
+        details += run_config.differences()
+    model = to_load.get("model")
+    if isinstance(model, torch.nn.Module) and isinstance(checkpoint.get("model"), Mapping):
+        details += _state_dict_differences(model, checkpoint["model"])
+    if not details:
+        details = [str(error).strip().splitlines()[0][:300]]
+    return ResumeMismatchError(
+        f"cannot resume from {path}: it does not fit the configured run; "
+        + "; ".join(details)
+        + ". Either start afresh with resume: null (--resume None; the folder's checkpoints will be replaced) "
+        "or train into another output_dir."
+    )
 
 
 def make_checkpointer(
@@ -161,7 +427,7 @@ def make_checkpointer(
     score_function: Callable[[Engine], float] | None = None,
     score_name: str | None = None,
 ) -> Checkpoint:
-    """An Ignite ``Checkpoint`` writing ``<prefix>_<iteration>[_<score_name>=<score>].pt`` atomically on rank 0.
+    """An Ignite ``Checkpoint`` writing ``<prefix>_<iteration>[_<score_name>=<score>].pt`` with :class:`SafeDiskSaver`.
 
     Args:
         save_dir: the directory (created on rank 0).
@@ -174,7 +440,7 @@ def make_checkpointer(
     Returns:
         the checkpointer; call it with the engine to save.
     """
-    saver = DiskSaver(save_dir, atomic=True, create_dir=True, require_empty=False)
+    saver = SafeDiskSaver(save_dir)
     return Checkpoint(
         dict(to_save),
         saver,
@@ -219,6 +485,12 @@ class CheckpointHandler:
         map_location: ``torch.load``'s ``map_location`` when resuming.
         strict: strict model loading when resuming.
         name: logger name (default: the engine's logger).
+        run_config: the run's settings (backbone, cube size, ...), saved in each checkpoint and compared with the
+            checkpoint's when resuming: a checkpoint that does not load names what differs.
+        exact_resume: also save the random states and the epoch metrics' running sums, and on a mid-epoch resume
+            make the data loader's :class:`~synclr_monai.data.sampler.ResumableSampler` skip the batches done.
+        lock: hold a :class:`~synclr_monai.run_guard.RunLock` on ``save_dir`` from ``attach`` until the run
+            completes (or the process ends), so that two runs cannot share the folder.
 
     Raises:
         ValueError: for a non-positive ``save_interval``/``n_saved`` or an unknown ``best_mode``.
@@ -238,6 +510,9 @@ class CheckpointHandler:
         map_location: Any = "cpu",
         strict: bool = True,
         name: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        exact_resume: bool = True,
+        lock: bool = True,
     ) -> None:
         if save_interval is not None and save_interval < 1:
             raise ValueError(f"save_interval must be a positive number of iterations or None, got {save_interval}.")
@@ -263,6 +538,10 @@ class CheckpointHandler:
         self.final: Checkpoint | None = None
         self.resumed_from: Path | None = None
         self.objects: dict[str, Any] = {}
+        self.run_config = RunConfig(run_config) if run_config is not None else None
+        self.exact_resume = exact_resume
+        self.lock = RunLock(self.save_dir) if lock else None
+        self.epoch_metrics: EpochMetricsState | None = None
 
     @property
     def score_name(self) -> str:
@@ -273,7 +552,7 @@ class CheckpointHandler:
     def last_checkpoint(self) -> Path | None:
         """The newest periodic checkpoint written by this handler, if any."""
         last = self.periodic.last_checkpoint if self.periodic is not None else None
-        return None if last is None else Path(last)
+        return None if last is None else self.save_dir / Path(last).name
 
     def attach(self, engine: Engine) -> None:
         """Register resuming (at ``STARTED``) and saving on ``engine``.
@@ -282,7 +561,13 @@ class CheckpointHandler:
             engine: a trainer with ``network`` and ``optimizer`` (e.g. ``ContrastiveTrainer``).
         """
         self.logger = get_logger(self._name, engine)
-        self.objects = training_objects(engine, self.save_dict)
+        extra: dict[str, Any] = {}
+        if self.exact_resume:
+            self.epoch_metrics = EpochMetricsState(engine)
+            extra.update(rng=RandomStates(), epoch_metrics=self.epoch_metrics)
+        if self.run_config is not None:
+            extra["run_config"] = self.run_config
+        self.objects = training_objects(engine, {**extra, **self.save_dict})
         steps = getattr(engine, "accumulation_steps", 1)
         if self.save_interval is not None and self.save_interval % steps:
             warnings.warn(
@@ -291,6 +576,10 @@ class CheckpointHandler:
                 stacklevel=2,
             )
         if is_main_process():
+            if self.lock is not None:
+                # before anything in the folder is touched: another live run's files are not ours to clean
+                self.lock.acquire()
+                engine.add_event_handler(Events.COMPLETED, lambda _: self.lock.release())
             _remove_partial_files(self.save_dir, self.logger)
             if self.resume is None and list_checkpoints(self.save_dir):
                 self.logger.warning(
@@ -353,12 +642,46 @@ class CheckpointHandler:
             # The configured number of epochs wins over the saved one, so a finished run can be extended.
             engine.state.max_epochs = max_epochs
         self._restore_saved_lists(engine.state.iteration)
-        self.logger.info(
-            f"resumed from {path} at iteration {engine.state.iteration} (epoch {engine.state.epoch}/{max_epochs})."
-        )
+        if self.run_config is not None and self.run_config.differences():
+            self.logger.warning(
+                f"{path} was written with other settings ({'; '.join(self.run_config.differences())}); resuming anyway."
+            )
+        iteration, epoch_length = engine.state.iteration, engine.state.epoch_length
+        done = iteration % epoch_length if epoch_length else 0
+        if done:
+            self._resume_mid_epoch(engine, done)
+            where = f"epoch {iteration // epoch_length + 1}/{max_epochs}, after {done} of its {epoch_length} iterations"
+        else:
+            where = f"the end of epoch {engine.state.epoch}/{max_epochs}"
+        self.logger.info(f"resumed from {path} at iteration {iteration} ({where}).")
+
+    def _resume_mid_epoch(self, engine: Engine, done: int) -> None:
+        """Continue the interrupted epoch where it stopped: skip its done batches, keep its running metrics."""
+        loader = getattr(engine, "data_loader", None)
+        sampler = getattr(loader, "sampler", None)
+        batch_size = getattr(loader, "batch_size", None)
+        if callable(getattr(sampler, "skip_next", None)) and batch_size:
+            sampler.skip_next(done * batch_size)
+        else:
+            self.logger.warning(
+                f"resuming inside an epoch ({done} iterations done) with a {type(sampler).__name__}: the epoch's "
+                "remaining batches will not be those of the interrupted run (use ResumableSampler for an exact resume)."
+            )
+        if self.epoch_metrics is not None and self.epoch_metrics.pending:
+            # after the metrics' own reset at EPOCH_STARTED, which was registered first
+            engine.add_event_handler(Events.EPOCH_STARTED, self._apply_metrics_once)
+
+    def _apply_metrics_once(self, engine: Engine) -> None:
+        # a no-op after the first call (not removed while Ignite iterates over the event's handlers)
+        assert self.epoch_metrics is not None
+        self.epoch_metrics.apply(engine)
 
     def _restore_saved_lists(self, iteration: int) -> None:
-        """Let the checkpointers know the files of the interrupted run, so ``n_saved`` holds across restarts."""
+        """Let the checkpointers know the files of the interrupted run, so ``n_saved`` holds across restarts.
+
+        A run killed between writing a new file and deleting the one it replaces leaves one file too many;
+        it is a complete, superseded file and is deleted now (only rank 0, which holds the folder's lock).
+        """
         kinds = ((self.periodic, "checkpoint", self.n_saved), (self.best, "best", 1), (self.final, "final", 1))
         for checkpointer, kind, keep in kinds:
             if checkpointer is None:
@@ -371,4 +694,8 @@ class CheckpointHandler:
                 score = CHECKPOINT_FILE.match(path.name)["score"]  # type: ignore[index]
                 items.append((float(score) if kind == "best" else step, path.name))
             items.sort(key=lambda item: item[0])
+            if is_main_process():
+                for _, name in items[:-keep]:
+                    self.logger.info(f"removing {self.save_dir / name}, superseded before the interrupted run ended.")
+                    (self.save_dir / name).unlink(missing_ok=True)
             checkpointer.load_state_dict({"_saved": items[-keep:]})

@@ -82,7 +82,7 @@ def test_bbox_without_cleft_voxels_fails_the_cli(dataset_copy, capsys):
         sl = tifffile.imread(f)
         sl[np.isin(sl, [lm.cleft, lm.cleft2])] = 0
         tifffile.imwrite(f, sl)
-    assert cli(["check", str(dataset_copy)]) == 1
+    assert cli(["check", str(dataset_copy)]) == 2  # exit code 2: a data problem
     out = capsys.readouterr().out
     assert "bbox_2: no cleft voxels" in out
 

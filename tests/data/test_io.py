@@ -26,11 +26,11 @@ def test_natural_sort_orders_unpadded_numbers(tmp_path):
     ]
     folder = tmp_path / "stack"
     folder.mkdir()
-    for z in (1, 2, 3, 10, 11):
+    for z in range(1, 12):  # consecutive (a gap is an error), unpadded
         tifffile.imwrite(folder / f"slice_{z}.tif", np.full((4, 5), z, dtype=np.uint8))
     vol = read_tiff_stack(folder)
     # lexicographic order would put 10 and 11 before 2
-    assert vol[:, 0, 0].tolist() == [1, 2, 3, 10, 11]
+    assert vol[:, 0, 0].tolist() == list(range(1, 12))
     assert [p.name for p in list_slices(folder)][-1] == "slice_11.tif"
 
 

@@ -41,7 +41,7 @@ def test_periodic_best_final_files(tmp_path):
     assert set(names) == {"checkpoint_10.pt", "checkpoint_12.pt", "final_12.pt", *best}  # last 2 periodic kept
     for iteration, path in list_checkpoints(tmp_path / "ckpt"):
         state = torch.load(path, weights_only=True)
-        assert set(state) == {"model", "optimizer", "trainer", "lr_scheduler"}
+        assert set(state) == {"model", "optimizer", "trainer", "lr_scheduler", "rng", "epoch_metrics"}
         assert state["trainer"]["iteration"] == iteration
     assert handler.last_checkpoint == tmp_path / "ckpt" / "checkpoint_12.pt"
     assert find_latest_checkpoint(tmp_path / "ckpt").name in {"checkpoint_12.pt", "final_12.pt"}
@@ -125,7 +125,8 @@ def test_leftover_temporary_files_are_removed(tmp_path):
     (folder / "tmpab12cd_4").write_bytes(b"half a checkpoint")
     (folder / "notes.txt").write_text("kept")
     trainer_with_checkpoints(tmp_path, save_interval=2)
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    # the run's lock is held from attach until the run completes
+    assert sorted(p.name for p in folder.iterdir()) == [".synclr_run.lock", "notes.txt"]
 
 
 def test_interval_not_multiple_of_accumulation_warns(tmp_path):

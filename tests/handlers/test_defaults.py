@@ -48,5 +48,5 @@ def test_default_handlers_full_run(tmp_path):
     assert {"checkpoint_4.pt", "final_4.pt"} <= names and "checkpoint_2.pt" not in names
     assert (tmp_path / "models" / "model.pt").is_file()
     final = torch.load(tmp_path / "out" / "checkpoints" / "final_4.pt", weights_only=True)
-    assert set(final) == {"model", "optimizer", "trainer", "lr_scheduler"}
+    assert set(final) == {"model", "optimizer", "trainer", "lr_scheduler", "rng", "epoch_metrics"}
     assert final["lr_scheduler"]["last_epoch"] == 2  # one scheduler step per optimizer step
