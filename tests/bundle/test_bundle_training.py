@@ -59,7 +59,8 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["backbone"] == "resnet10"
     # the sidecar records the encoder's input: inference reads it from there
-    assert meta["cube_size"] == 16 and meta["input_mode"] == "channels" and meta["in_channels"] == 3
+    # (train.yaml's default input: the EM masked by the synapse mask, one channel)
+    assert meta["cube_size"] == 16 and meta["input_mode"] == "masked" and meta["in_channels"] == 1
     assert list((out / "wandb").glob("offline-run-*")), "W&B runs offline by default"
 
     # inference with the exported encoder: one embedding per sheet row, ids as in the sheets
