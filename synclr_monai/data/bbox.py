@@ -489,6 +489,7 @@ def synapse_cube(
     import torch
 
     from ..transforms.artefacts import to_input_mode
+    from ..transforms.config import is_anisotropic
     from ..transforms.functional import cut_cube
     from ..transforms.geometry import affine_resample
     from ..transforms.params import view_matrices
@@ -500,7 +501,7 @@ def synapse_cube(
     start = [c - size // 2 for c in center]
     cube = cut_cube(volume.raw[None], volume.mask, start, size, pad=True)
     x = torch.from_numpy(cube)
-    if voxel_size is not None and len({float(v) for v in voxel_size}) > 1:
+    if is_anisotropic(voxel_size):
         matrix = view_matrices(np.eye(3)[None], np.zeros((1, 3), bool), np.ones(1), tuple(voxel_size))[0]
         x = affine_resample(x, matrix, np.zeros(3), size)
     return to_input_mode(x[None], input_mode, np.array([az_radius]))[0].contiguous().numpy()

@@ -24,6 +24,7 @@ __all__ = [
     "MASK_CHANNELS",
     "ROTATION_PLANES",
     "input_channels",
+    "is_anisotropic",
 ]
 
 #: Channel layout of a cube (docs/interfaces.md): raw EM, pre-synaptic mask, cleft mask and, where the
@@ -38,6 +39,11 @@ MASK_CHANNELS = (PRE_CHANNEL, CLEFT_CHANNEL)
 #: ``masked`` = the raw EM multiplied by the dilated synapse mask (pre + cleft + post), one channel, as
 #: SynapseCLR; ``raw`` = the EM alone, one channel.
 INPUT_MODES: tuple[str, ...] = ("channels", "masked", "raw")
+
+
+def is_anisotropic(voxel_size: Any) -> bool:
+    """Whether a ``(z, y, x)`` voxel size has unequal edges (None: isotropic)."""
+    return voxel_size is not None and len({float(v) for v in voxel_size}) > 1
 
 
 def input_channels(input_mode: str) -> int:

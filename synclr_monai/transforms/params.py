@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ROTATION_PLANES, AugmentConfig
+from .config import ROTATION_PLANES, AugmentConfig, is_anisotropic
 
 __all__ = [
     "ViewParams",
@@ -309,8 +309,7 @@ def _any_strong_view(cfg: AugmentConfig) -> bool:
         cfg.noise_prob, cfg.mult_noise_prob, cfg.gamma_prob, cfg.section_prob, cfg.blackout_rate,
         cfg.misalign_prob, cfg.cutout_prob, cfg.mask_morph_prob, cfg.pre_dropout_prob,
     )  # fmt: skip
-    voxel = cfg.voxel_size
-    return cfg.uses_context or any(p > 0 for p in probs) or len(set(voxel)) > 1
+    return cfg.uses_context or any(p > 0 for p in probs) or is_anisotropic(cfg.voxel_size)
 
 
 def random_rotations(rng: np.random.RandomState, n: int) -> np.ndarray:
@@ -362,7 +361,7 @@ def _sample_strong_views(
     """The stronger views' parameters (see :class:`ViewParams`), each drawn only when its probability is on."""
     out: dict[str, np.ndarray] = {}
     voxel = np.asarray(cfg.voxel_size, dtype=np.float64)
-    if cfg.uses_context or np.any(voxel != voxel[0]):
+    if cfg.uses_context or is_anisotropic(cfg.voxel_size):
         rotate = rng.random_sample(n) < cfg.rotate3d_prob
         rotation = np.where(rotate[:, None, None], random_rotations(rng, n), np.eye(3))
         flips = rng.random_sample((n, 3)) < cfg.flip_prob

@@ -461,10 +461,10 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
             return self.cube_size
         return int(self.view_transform.context_size)
 
-    def _kept(self, comps: CleftComponents, k: int, start: np.ndarray, view: Any) -> int:
-        """Voxels of component ``k`` that a view of the cube at ``start`` keeps."""
+    def _component_in(self, comps: CleftComponents, k: int, start: np.ndarray) -> np.ndarray:
+        """Component ``k``'s voxels in the cube (the context around it) cut at ``start``."""
         c, s = self.context, self.cube_size
-        return retained_voxels(comps.cube_mask(k, start - (c - s) // 2, c), view)
+        return comps.cube_mask(k, start - (c - s) // 2, c)
 
     def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any, np.ndarray | None]:
         s = self.cube_size
@@ -474,10 +474,9 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         params = None
         if self.view_transform is not None:
             params = self.view_transform.randomize(s)
-            kept = min(
-                self._kept(comps, k, start, params.view1),
-                self._kept(comps, k, start if start2 is None else start2, params.view2),
-            )
+            in_cube = self._component_in(comps, k, start)
+            in_cube2 = in_cube if start2 is None else self._component_in(comps, k, start2)
+            kept = min(retained_voxels(in_cube, params.view1), retained_voxels(in_cube2, params.view2))
         else:
             kept = int(np.count_nonzero(comps.cube_mask(k, start, s)))
         return kept / float(comps.sizes[k]), start, params, start2
