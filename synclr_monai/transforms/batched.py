@@ -565,11 +565,12 @@ def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> 
     from .geometry import batched_affine_resample
 
     x = cubes.to(torch.float32)
-    if np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign):
-        x = x.clone() if x.data_ptr() == cubes.data_ptr() else x  # section artefacts work in place
+    sections = bool(np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign))
+    # the steps below work in place; only the resample makes a new tensor, so copy the input otherwise
+    if (sections or not np.any(p.resampled)) and x.data_ptr() == cubes.data_ptr():
+        x = x.clone()
+    if sections:
         section_artefacts_(x, p.section_std, p.blackout, p.misalign, p.section_seed)
-    elif not np.any(p.resampled):
-        x = x.clone() if x.data_ptr() == cubes.data_ptr() else x
     s = int(x.shape[2])
     if np.any(p.resampled):
         s = int(p.crop_size[0, 0])
@@ -583,10 +584,8 @@ def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> 
     crop = ~p.resampled & np.any(p.crop_size != s, axis=1)
     if np.any(crop):
         idx = np.flatnonzero(crop)
-        part = x[torch.as_tensor(idx, device=x.device)]
-        x[torch.as_tensor(idx, device=x.device)] = batched_crop_resize(
-            part, p.crop_start[idx], p.crop_size[idx], method=crop_method
-        )
+        rows = torch.as_tensor(idx, device=x.device)
+        x[rows] = batched_crop_resize(x[rows], p.crop_start[idx], p.crop_size[idx], method=crop_method)
     batched_mask_dropout_(x, p.dropout)
     batched_mask_dropout_(x, p.pre_dropout, PRE_CHANNEL)
     batched_mask_morphology_(x, p.morph)
