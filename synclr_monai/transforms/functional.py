@@ -153,12 +153,8 @@ def cut_cube(
         inner = tuple(
             slice(max(a - l, s.start), min(a - l + size, s.stop)) for a, l, s in zip(start, lo, dst)
         )
-        full = all(s.start == 0 and s.stop == edge for s in dst)
-        zscore_(out[0], None if full and edge == size else inner)
-        if not full:  # the zero padding past the volume's border stays 0 (the cube's mean)
-            outside = np.ones(out.shape[1:], dtype=bool)
-            outside[tuple(dst)] = False
-            out[0][outside] = 0
+        # only the in-volume part is normalised: the zero padding past the border stays 0 (the cube's mean)
+        zscore_(out[0][tuple(dst)], tuple(slice(i.start - d.start, i.stop - d.start) for i, d in zip(inner, dst)))
     return out
 
 
