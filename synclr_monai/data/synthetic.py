@@ -85,6 +85,7 @@ from .synthetic_synapse import (
     CRISTAE_VALUE,
     MITO_MATRIX_VALUE,
     MITO_MEMBRANE_VALUE,
+    REFERENCE_SCALE,
     SYNAPSE_TYPES,
     TYPE_NAMES,
     Synapse,
@@ -324,6 +325,15 @@ def generate_bbox(
     # the tissue is drawn on a cubic grid (the finest voxel size); anisotropic axes are reduced at the end
     gen_shape, edges = generation_grid(shape, voxel)
     regions, scale = plan_regions(gen_shape, count, rng, border_margin=BORDER_MARGIN)
+    if scale < 0.75 * REFERENCE_SCALE:
+        # the classes' dimensions are given at the reference scale: far below it vesicles and PSDs
+        # shrink under a voxel and the types can no longer be told apart in the EM
+        logger.warning(
+            "bbox %s: %d synapses in %s leave each a scale of %.0f voxels, below the reference %.0f: vesicles "
+            "and PSDs are drawn %.1fx smaller than the synapse types define (fewer synapses or a larger shape "
+            "keep them resolved)", number, count, tuple(int(v) for v in shape), scale, REFERENCE_SCALE,
+            REFERENCE_SCALE / scale,
+        )
 
     # background neuropil; synapse cells get ids 1..2K (shuffled), background cells follow
     neuropil = neuropil_partition(gen_shape, float(np.clip(0.9 * scale, 10.0, 40.0)), rng)

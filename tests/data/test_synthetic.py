@@ -242,3 +242,15 @@ def test_bad_arguments_raise_before_writing(tmp_path, kwargs, match):
 def test_generate_bbox_rejects_unmapped_bbox_number():
     with pytest.raises(ValueError, match="no default label map"):
         generate_bbox(8, SHAPE, 1, np.random.default_rng(0))
+
+
+def test_generate_bbox_warns_when_synapses_fall_below_reference_scale(caplog):
+    # (64, 64, 64) with 1 synapse: a 64-voxel region, the reference scale; 8 synapses: 32-voxel regions,
+    # every dimension halved (vesicles under a voxel)
+    with caplog.at_level("WARNING", logger="synclr_monai.data.synthetic"):
+        generate_bbox(1, (64, 64, 64), 1, np.random.default_rng(0))
+    assert "below the reference" not in caplog.text
+    with caplog.at_level("WARNING", logger="synclr_monai.data.synthetic"):
+        generate_bbox(1, (64, 64, 64), 8, np.random.default_rng(0))
+    assert "bbox 1: 8 synapses in (64, 64, 64) leave each a scale of 16 voxels, below the reference 32" in caplog.text
+    assert "2.0x smaller" in caplog.text
