@@ -64,6 +64,7 @@ def random_encoder_embeddings(
     device: str | torch.device = "cpu",
     amp: bool = False,
     progress: bool = False,
+    rotations: int = 1,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Embeddings of the cubes from a randomly initialised encoder of the given architecture.
 
@@ -76,11 +77,14 @@ def random_encoder_embeddings(
         device: where to run.
         amp: mixed-precision forward pass.
         progress: show a progress bar.
+        rotations: 1, or 24 to average over the cube's rotations as ``run_inference`` does.
 
     Returns:
         ``(ids, vectors)`` as from ``compute_embeddings``.
     """
-    network = random_encoder(backbone, backbone_kwargs, seed)
+    from synclr_monai.networks.rotation_average import RotationAveragedEncoder
+
+    network = RotationAveragedEncoder(random_encoder(backbone, backbone_kwargs, seed), rotations)
     return compute_embeddings(network, cubes, batch_size=batch_size, device=device, amp=amp, progress=progress)
 
 

@@ -226,6 +226,7 @@ def _cubes_pass(
             batch_size=args.batch_size,
             device=args.device,
             progress=True,
+            rotations=int(attrs.get("rotations", 1)),  # the same protocol as the embeddings scored beside it
         )
         order = _order_like(tap.keys, ids)
         baselines[RANDOM_INIT] = random_vectors[order]

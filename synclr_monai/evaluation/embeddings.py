@@ -406,6 +406,7 @@ def run_inference(
     amp: bool = False,
     progress: bool = True,
     input_mode: str | None = None,
+    rotations: int = 24,
 ) -> Path:
     """Embed every synapse listed in the sheets of a dataset with an exported encoder.
 
@@ -429,6 +430,9 @@ def run_inference(
         amp: mixed-precision forward pass.
         progress: show a progress bar.
         input_mode: ``channels``, ``masked`` or ``raw`` (None: the sidecar's).
+        rotations: 24 averages each synapse's features over the 24 rotations of its cube (a pose-invariant
+            embedding, :class:`~synclr_monai.networks.rotation_average.RotationAveragedEncoder`; 24x the
+            compute), 1 encodes the cube as cut. Recorded in the file's attributes.
 
     Returns:
         The path of ``embeddings.h5``.
@@ -439,6 +443,7 @@ def run_inference(
     """
     from synclr_monai.networks import build_backbone
     from synclr_monai.networks.export import encoder_input_spec, load_encoder
+    from synclr_monai.networks.rotation_average import RotationAveragedEncoder
 
     encoder_path = Path(encoder_path)
     if not encoder_path.is_file():
@@ -448,9 +453,10 @@ def run_inference(
     )
     network = build_backbone(spec["backbone"], in_channels=spec["in_channels"], **spec["backbone_kwargs"])
     load_encoder(network, encoder_path)
+    network = RotationAveragedEncoder(network, rotations)
     logger.info(
-        "embedding synapses of %s with %s (%s, cube %d, input %s)",
-        dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"],
+        "embedding synapses of %s with %s (%s, cube %d, input %s, %d rotation(s) averaged)",
+        dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"], rotations,
     )  # fmt: skip
     cubes = iter_dataset_cubes(
         dataset_dir,
@@ -468,6 +474,7 @@ def run_inference(
         "backbone": spec["backbone"],
         "backbone_kwargs": spec["backbone_kwargs"],
         "input_mode": spec["input_mode"],
+        "rotations": int(rotations),
         "checkpoint": str(encoder_path.resolve()),
         "label_maps": _jsonable_label_maps(label_maps),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
