@@ -74,9 +74,11 @@ def test_spec_inconsistent_or_missing_entries(tmp_path):
 
 def test_inference_honours_the_sidecar_input_mode(synthetic_root, tmp_path):
     path = export_masked(tmp_path)
-    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)  # input_mode unset
+    # input_mode unset; rotations=1: the cube as cut
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False, rotations=1)
     ids, vectors, attrs = read_embeddings(h5)
     assert attrs["input_mode"] == "masked" and attrs["cube_size"] == CUBE and attrs["backbone"] == "resnet10"
+    assert attrs["rotations"] == 1
     assert len(ids) == 6 and np.isfinite(vectors).all()
     # the embeddings are those of the 1-channel masked cubes (the sidecar's az_radius), not of other inputs
     network = build_backbone("resnet10", in_channels=1)
@@ -93,6 +95,41 @@ def test_inference_honours_the_sidecar_input_mode(synthetic_root, tmp_path):
     other = synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=1)
     with torch.no_grad():
         assert not np.allclose(network(torch.from_numpy(other)[None])[0].numpy(), vectors[first[0]], atol=1e-5)
+
+
+def _all_rot90(cube: np.ndarray) -> list[np.ndarray]:
+    """The distinct results of composed np.rot90 turns in the three planes (the cube's 24 rotations)."""
+    seen: dict[bytes, np.ndarray] = {}
+    frontier = [cube]
+    while frontier:
+        nxt = []
+        for c in frontier:
+            for axes in ((0, 1), (1, 2), (0, 2)):
+                r = np.ascontiguousarray(np.rot90(c, 1, axes))
+                if r.tobytes() not in seen:
+                    seen[r.tobytes()] = r
+                    nxt.append(r)
+        frontier = nxt
+    return list(seen.values())
+
+
+def test_inference_averages_features_over_the_24_rotations_by_default(synthetic_root, tmp_path):
+    path = export_masked(tmp_path)
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)
+    ids, vectors, attrs = read_embeddings(h5)
+    assert attrs["rotations"] == 24
+    network = build_backbone("resnet10", in_channels=1)
+    load_encoder(network, path)
+    network.eval()
+    vol = assemble_bbox(find_bboxes(synthetic_root)[0])
+    row = vol.synapses.iloc[0]
+    cube = synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=3)[0]
+    turns = _all_rot90(cube)
+    assert len(turns) == 24
+    with torch.no_grad():
+        expected = np.mean([network(torch.from_numpy(t)[None, None])[0].numpy() for t in turns], axis=0)
+    first = np.flatnonzero((ids["bbox_name"] == vol.name) & (ids["Var1"] == str(row["Var1"])))
+    np.testing.assert_allclose(vectors[first[0]], expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("given", [{"input_mode": "channels"}, {"cube_size": 24}])
