@@ -395,8 +395,9 @@ def finetune_cleft_segmentation(
         dataset_dir: dataset root in the lab's layout (ignored when ``volumes`` is given).
         encoder_path: the exported encoder (``bundle/models/model.pt``), or None to train from scratch.
         backbone: backbone name; None takes it from the export's sidecar (else ``resnet18``).
-        backbone_kwargs: backbone arguments over those of the sidecar (pass the pretrained run's to a
-            from-scratch run for the same architecture).
+        backbone_kwargs: backbone arguments; with an export they must agree with its sidecar (which is the
+            truth; a contradiction is an error naming ``model.json``). Pass the pretrained run's to a
+            from-scratch run for the same architecture.
         crop_size: edge of the training crops and evaluation windows (multiple of 32; at least 64 for swin).
         iterations: optimiser steps.
         batch_size: crops per step.
@@ -423,8 +424,8 @@ def finetune_cleft_segmentation(
         and ``seconds``.
 
     Raises:
-        ValueError: for invalid sizes, an unknown backbone, an export made for another backbone, or a
-            dataset without bboxes.
+        ValueError: for invalid sizes, an unknown backbone, a backbone, backbone argument or input channel
+            count that contradicts the export's sidecar, or a dataset without bboxes.
         FileNotFoundError: when the encoder file does not exist.
         EncoderMismatchError: when the export does not fit the network.
     """
@@ -440,7 +441,9 @@ def finetune_cleft_segmentation(
 
     if iterations < 1 or batch_size < 1:
         raise ValueError(f"iterations and batch_size must be positive, got {iterations} and {batch_size}")
-    name, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
+    if input_channels is None:
+        input_channels = _encoder_input_channels(encoder_path)
+    name, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs, input_channels)
     check_segmentation_size(name, crop_size, int(kwargs.get("patch_size", 2)))
     if volumes is None:
         if dataset_dir is None:
@@ -451,8 +454,6 @@ def finetune_cleft_segmentation(
     start = time.perf_counter()
 
     set_determinism(seed=seed)
-    if input_channels is None:
-        input_channels = _encoder_input_channels(encoder_path)
     network = build_segmentation_net(name, encoder_path, in_channels=input_channels, out_channels=2, **kwargs)
     total = len(encoder_keys(network, "swin" if name == "swin" else "resnet"))
     loaded = len(network.loaded_encoder_keys)
@@ -538,8 +539,11 @@ def _encoder_input_channels(encoder_path: str | os.PathLike | None) -> int:
         return 3
     from synclr_monai.networks.export import read_encoder_metadata
 
-    mode = (read_encoder_metadata(encoder_path) or {}).get("input_mode", "channels")
-    return 3 if mode == "channels" else 1
+    meta = read_encoder_metadata(encoder_path) or {}
+    if "input_mode" in meta:
+        return 3 if meta["input_mode"] == "channels" else 1
+    # an export without an input mode (e.g. save_encoder without training's metadata): its recorded channels
+    return int((meta.get("backbone_kwargs") or {}).get("in_channels", 3))
 
 
 def compare_initialisations(
@@ -557,7 +561,8 @@ def compare_initialisations(
         dataset_dir: dataset root (loaded once for both runs).
         encoder_path: the exported encoder.
         backbone: backbone name (default: from the sidecar).
-        backbone_kwargs: backbone arguments over the sidecar's; the from-scratch network gets the same.
+        backbone_kwargs: backbone arguments, checked against the sidecar's; the from-scratch network gets the
+            sidecar's.
         cache_dir: HDF5 cache folder for assembled bboxes.
         label_maps: label-map overrides.
         kwargs: the other :func:`finetune_cleft_segmentation` arguments.
@@ -567,9 +572,9 @@ def compare_initialisations(
     """
     from synclr_monai.networks.segmentation import segmentation_backbone
 
-    name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
-    volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     channels = _encoder_input_channels(encoder_path)  # the scratch network sees the same input
+    name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs, channels)
+    volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     return {
         init: finetune_cleft_segmentation(
             dataset_dir,
@@ -616,7 +621,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone-kwargs",
         default=None,
-        help="JSON backbone arguments over those of model.json, e.g. '{\"feature_size\": 24}'",
+        help="JSON backbone arguments, checked against those of model.json (the truth; a contradiction is an "
+        "error), e.g. '{\"feature_size\": 24}'",
     )
     parser.add_argument("--iterations", type=int, default=200, help="optimiser steps per run (default 200)")
     parser.add_argument(
