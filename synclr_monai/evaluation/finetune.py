@@ -53,6 +53,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform, RandCropByPosNe
 from monai.utils import set_determinism
 from torch import nn
 
+from synclr_monai.errors import run_command
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -643,6 +644,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run both fine-tunings for the parsed arguments, write ``finetune.json`` and print the table."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+    if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
+        raise ValueError("--backbone-kwargs must be a JSON object")
+    results = compare_initialisations(
+        args.dataset_dir,
+        args.encoder,
+        backbone=args.backbone,
+        backbone_kwargs=backbone_kwargs,
+        cache_dir=args.cache_dir,
+        crop_size=args.crop_size,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        holdout=args.holdout,
+        val_fraction=args.val_fraction,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out) / "finetune.json"
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    print(format_table(results))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m synclr_monai finetune``: fine-tune from the encoder and from scratch, print both Dice.
 
@@ -650,44 +682,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: command-line arguments (without the command name).
 
     Returns:
-        0 on success, 1 when the inputs are invalid (the message is printed).
+        0 on success, 2 for bad usage or input (an invalid argument, a missing file, an encoder that does not
+        fit: the message names it); see :func:`synclr_monai.errors.run_command`.
     """
-    from synclr_monai.networks.export import EncoderMismatchError
-
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
-        if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
-            raise ValueError("--backbone-kwargs must be a JSON object")
-        results = compare_initialisations(
-            args.dataset_dir,
-            args.encoder,
-            backbone=args.backbone,
-            backbone_kwargs=backbone_kwargs,
-            cache_dir=args.cache_dir,
-            crop_size=args.crop_size,
-            iterations=args.iterations,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            device=device,
-            holdout=args.holdout,
-            val_fraction=args.val_fraction,
-            num_workers=args.num_workers,
-            progress=not args.no_progress,
-        )
-    except (FileNotFoundError, ValueError, EncoderMismatchError) as err:  # DataFormatError is a ValueError
-        print(f"finetune: error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out) / "finetune.json"
-    with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
-    print(format_table(results))
-    print(f"wrote {out}")
-    return 0
+    return run_command(_parser(), _run, None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

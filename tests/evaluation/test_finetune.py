@@ -126,7 +126,7 @@ def test_finetune_loads_every_encoder_key_and_the_command_compares_both(syntheti
     table = capsys.readouterr().out
     assert "pretrained" in table and "scratch" in table and f"{pre['dice']:.4f}" in table
     # a backbone that contradicts the export is a clear error, not a traceback
-    assert main([*argv, "--backbone", "resnet18", "--out", str(out)]) == 1
+    assert main([*argv, "--backbone", "resnet18", "--out", str(out)]) == 2
     assert "model.json: the encoder was trained with backbone='resnet10'" in capsys.readouterr().err
 
 
