@@ -389,9 +389,8 @@ class ContrastiveTrainer(SupervisedTrainer):
                 norm = torch.nn.utils.clip_grad_norm_(self._parameters(), self.clip_grad_norm)
             elif self.skip_non_finite:
                 grads = [p.grad for p in self._parameters() if p.grad is not None]
-                # (torch.nn.utils.get_total_norm only exists from torch 2.6; the package supports 2.4+)
                 if grads:
-                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    norm = torch.nn.utils.get_total_norm(grads)
             stepped = not (self.skip_non_finite and norm is not None and not bool(torch.isfinite(norm)))
             if stepped:
                 self.optimizer.step()
