@@ -11,8 +11,9 @@ propagate labels of every synapse from a few labelled ones, with a confidence (-
 outliers  a per-synapse outlier score (candidate segmentation errors) and a gallery of the top ones
 explore   one self-contained HTML page: the 2-D map of all synapses, hover for slices, click for neighbours
 
-A problem with the user's data or settings ends the command with one short message and exit code 2;
-add --debug (or set SYNCLR_DEBUG=1) for the full traceback.
+Exit codes (every command): 0 success; 2 bad usage or bad input (the user's data, files or settings:
+one short message naming the file or value; add --debug or set SYNCLR_DEBUG=1 for the full traceback);
+1 a failure while running (the traceback is printed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
 # Imported lazily so that `synth` does not pay for importing torch/MONAI.
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    from synclr_monai.errors import EXIT_USER_ERROR, UserError, report_user_error
+    from synclr_monai.errors import EXIT_FAILURE, EXIT_USER_ERROR, UserError, report_user_error
 
     if "--debug" in rest:  # understood by every command, so taken out before the command's own parser
         rest = [a for a in rest if a != "--debug"]
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         report_user_error(err)
         return EXIT_USER_ERROR
+    except Exception:  # a failure while running: the traceback, and exit code 1
+        traceback.print_exc()
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

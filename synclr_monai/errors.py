@@ -6,13 +6,19 @@ Its message is complete on its own: the file or key, what is wrong and what to d
 one short message and exit with code :data:`EXIT_USER_ERROR` (2), instead of the 60-100 lines of
 ``monai.bundle`` config-resolution traceback that wrap it. The full traceback goes to a log file, or to the
 terminal with ``--debug True`` (bundle) / ``--debug`` (``synclr_monai`` commands) or ``SYNCLR_DEBUG=1``.
-Any other exception (a bug) keeps Python's normal traceback.
+Any other exception (a failure while running, or a bug) keeps Python's normal traceback and exits with
+:data:`EXIT_FAILURE` (1).
+
+Exit codes of every command line, one convention: 0 success; 2 bad usage (argparse) or bad input
+(:data:`INPUT_ERRORS`); 1 a failure while running. :func:`run_command` applies it to a command.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import datetime
+import logging
 import os
 import sys
 import tempfile
@@ -22,7 +28,9 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = [
+    "EXIT_FAILURE",
     "EXIT_USER_ERROR",
+    "INPUT_ERRORS",
     "UserError",
     "DataError",
     "ConfigError",
@@ -33,10 +41,13 @@ __all__ = [
     "debug_enabled",
     "install_error_handler",
     "report_user_error",
+    "run_command",
 ]
 
-#: exit status of a command that stopped on a :class:`UserError` (argparse's code for bad usage too).
+#: exit status of a command that stopped on bad usage or bad input (argparse's code for bad usage too).
 EXIT_USER_ERROR = 2
+#: exit status of a command that failed while running (Python's own status for an uncaught exception).
+EXIT_FAILURE = 1
 
 
 class UserError(Exception):
@@ -72,6 +83,11 @@ class MissingFileError(UserError, FileNotFoundError):
 
     def __str__(self) -> str:
         return self.message
+
+
+#: what the command lines report as bad input (exit 2): user errors, and the ``ValueError`` /
+#: ``FileNotFoundError`` / ``FileExistsError`` that the readers and builders raise on a bad file or argument.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, FileExistsError)
 
 
 def find_user_error(error: BaseException | None) -> UserError | None:
@@ -206,3 +222,34 @@ def install_error_handler(log_file: str | os.PathLike | None = None, debug: obje
 
     sys.excepthook = hook
     return hook
+
+
+def run_command(
+    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None], argv: list[str] | None = None
+) -> int:
+    """Parse ``argv`` and run a command with the exit-code convention of every command line.
+
+    Args:
+        parser: the command's parser (its ``prog`` ends with the command name, used in messages).
+        run: the command, called with the parsed arguments; returns an exit code (None: 0).
+        argv: the arguments after the command name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success (and for ``--help``); :data:`EXIT_USER_ERROR` (2) for bad usage or for bad input
+        (:data:`INPUT_ERRORS`: one line ``<command>: error: <message>`` naming the file or value); ``run``'s
+        own code otherwise. Any other exception propagates: a failure while running, which the dispatcher
+        (``python -m synclr_monai``) ends with :data:`EXIT_FAILURE` (1) and the traceback.
+    """
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as stop:  # argparse exits on --help (0) and on usage errors (2)
+        return stop.code if isinstance(stop.code, int) else EXIT_USER_ERROR if stop.code else 0
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(run(args) or 0)
+    except INPUT_ERRORS as err:
+        print(f"{parser.prog.split()[-1]}: error: {user_error_message(err)}", file=sys.stderr)
+        if debug_enabled():
+            traceback.print_exc()
+        return EXIT_USER_ERROR

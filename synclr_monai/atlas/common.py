@@ -12,8 +12,7 @@ import difflib
 import logging
 import os
 import re
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ __all__ = [
     "dataset_ids",
     "load_cubes",
     "add_common_arguments",
-    "run_command",
     "out_dir",
 ]
 
@@ -277,23 +275,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cube-size", type=int, default=None, help="cube edge (default: from the embeddings file)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="HDF5 bbox cache folder")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the embeddings file)")
-
-
-def run_command(
-    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
-) -> int:
-    """Parse ``argv`` and run a command: 0 on success, 2 for bad usage or input (the message names it)."""
-    try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as stop:  # argparse exits on --help (0) and on usage errors (2)
-        return int(stop.code or 0)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(run(args) or 0)
-    except (FileNotFoundError, ValueError) as err:  # AtlasInputError, DataFormatError are ValueErrors
-        print(f"{parser.prog.split()[-1]}: error: {err}", file=sys.stderr)
-        return 2
 
 
 def out_dir(args: argparse.Namespace) -> Path:

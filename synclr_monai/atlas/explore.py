@@ -32,12 +32,12 @@ from synclr_monai.atlas.common import (
     add_common_arguments,
     load_atlas,
     out_dir,
-    run_command,
 )
 from synclr_monai.atlas.explore_page import TEMPLATE
 from synclr_monai.atlas.gallery import thumbnail_png
 from synclr_monai.atlas.neighbours import cosine_knn
 from synclr_monai.atlas.outliers import outlier_scores
+from synclr_monai.errors import run_command
 from synclr_monai.utils import atomic_output
 
 __all__ = ["explorer_data", "render_page", "build_explorer", "build_parser", "main"]

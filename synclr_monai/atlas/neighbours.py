@@ -31,10 +31,10 @@ from synclr_monai.atlas.common import (
     load_cubes,
     out_dir,
     read_query_ids,
-    run_command,
     synapse_id,
 )
 from synclr_monai.atlas.gallery import plot_gallery
+from synclr_monai.errors import run_command
 from synclr_monai.utils import atomic_output
 
 __all__ = ["cosine_knn", "find_neighbours", "build_parser", "main"]

@@ -30,10 +30,10 @@ from synclr_monai.atlas.common import (
     load_atlas,
     load_cubes,
     out_dir,
-    run_command,
 )
 from synclr_monai.atlas.gallery import plot_gallery
 from synclr_monai.atlas.neighbours import cosine_knn
+from synclr_monai.errors import run_command
 from synclr_monai.utils import atomic_output
 
 __all__ = ["outlier_scores", "defect_auc", "read_defects", "build_parser", "main"]

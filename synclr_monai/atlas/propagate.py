@@ -32,8 +32,8 @@ from synclr_monai.atlas.common import (
     add_common_arguments,
     load_atlas,
     out_dir,
-    run_command,
 )
+from synclr_monai.errors import run_command
 from synclr_monai.evaluation.labels import read_labels
 from synclr_monai.evaluation.plots import _new_figure, _save_png
 from synclr_monai.utils import atomic_output

@@ -189,10 +189,6 @@ class BBoxVolume:
         """``[Z, Y, X]`` post-synaptic mask (a view), or None for a volume assembled without it."""
         return self.mask[2] if self.mask.shape[0] > 2 else None
 
-    def as_array(self, dtype: np.dtype = np.float32) -> np.ndarray:
-        """``[3, Z, Y, X]`` array (raw, pre, cleft); a full-size copy, for small volumes."""
-        return np.concatenate([self.raw[None].astype(dtype), self.mask[:2].astype(dtype)], axis=0)
-
 
 def nonfinite_per_slice(raw: np.ndarray) -> np.ndarray:
     """Count of NaN/inf voxels in each z-slice of ``raw`` (zeros for integer volumes, which cannot hold them)."""

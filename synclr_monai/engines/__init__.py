@@ -1,6 +1,6 @@
 """The contrastive trainer on MONAI's SupervisedTrainer (Ignite): AMP, gradient accumulation, clipping, DDP shutdown."""
 
-from synclr_monai.engines.accumulation import AccumulationPhase, accumulation_phase
+from synclr_monai.engines.accumulation import AccumulationPhase, accumulation_phase, total_optimizer_steps
 from synclr_monai.engines.amp import AMP_DTYPES, make_grad_scaler, resolve_amp_dtype
 from synclr_monai.engines.distributed import shutdown_distributed
 from synclr_monai.engines.trainer import (
@@ -23,4 +23,5 @@ __all__ = [
     "make_grad_scaler",
     "resolve_amp_dtype",
     "shutdown_distributed",
+    "total_optimizer_steps",
 ]

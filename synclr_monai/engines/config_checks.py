@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from synclr_monai.engines.accumulation import total_optimizer_steps
 from synclr_monai.errors import ConfigError
 
 __all__ = [
@@ -81,7 +82,8 @@ def check_training_config(
     A run with mask-aware sampling needs synapses: a bbox whose sheet lists none is refused.
 
     Returns:
-        A summary ``{"bboxes": {name: shape}, "iterations_per_epoch": int}`` (logged too).
+        A summary ``{"bboxes": {name: shape}, "iterations_per_epoch": int, "optimizer_steps": int}`` (logged
+        too; the two counts only when ``cubes_per_bbox`` is given).
 
     Raises:
         TrainingConfigError: naming the bad key, its value and what would work.
@@ -134,7 +136,14 @@ def check_training_config(
                 f"cubes_per_bbox {cubes_per_bbox} x {len(sources)} bboxes gives {samples}; raise cubes_per_bbox"
             )
         summary["iterations_per_epoch"] = iterations
-    logger.info("training on %d bboxes %s; %s", len(sources), shapes, summary.get("iterations_per_epoch", ""))
+        summary["optimizer_steps"] = total_optimizer_steps(max_epochs, iterations, accumulation_steps)
+    logger.info(
+        "training on %d bboxes %s; %s iterations per epoch, %s optimizer steps",
+        len(sources),
+        shapes,
+        summary.get("iterations_per_epoch", "?"),
+        summary.get("optimizer_steps", "?"),
+    )
     return summary
 
 

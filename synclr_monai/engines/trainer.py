@@ -19,7 +19,7 @@ from monai.engines.workflow import Workflow
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
-from synclr_monai.engines.accumulation import accumulation_phase
+from synclr_monai.engines.accumulation import accumulation_phase, total_optimizer_steps
 from synclr_monai.engines.amp import make_grad_scaler, resolve_amp_dtype
 
 if TYPE_CHECKING:
@@ -122,7 +122,9 @@ class ContrastiveTrainer(SupervisedTrainer):
             epoch is shorter when the epoch length is not a multiple; each group's gradient is that of its mean loss.
         clip_grad_norm: clip the total gradient 2-norm to this value before each optimizer step (``None``: off).
         lr_scheduler: stepped after each optimizer step (not per iteration; skipped steps do not count), so
-            schedule lengths are in optimizer steps: ``iterations / accumulation_steps``.
+            schedule lengths are in optimizer steps: :func:`~synclr_monai.engines.total_optimizer_steps`
+            (``max_epochs * ceil(epoch_length / accumulation_steps)``). A scheduler with a ``total_steps``
+            attribute shorter than that is refused when the run starts.
         accuracy_fn: ``accuracy_fn(z1, z2)`` giving the top-1 contrastive accuracy; default
             :func:`synclr_monai.losses.contrastive_accuracy`.
         skip_non_finite: do not apply an update whose gradients hold NaN/inf (the gradients are the same on all
@@ -239,12 +241,32 @@ class ContrastiveTrainer(SupervisedTrainer):
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
+    @property
+    def optimizer_steps(self) -> int | None:
+        """Optimizer steps of the whole run (:func:`~synclr_monai.engines.total_optimizer_steps`); None when the
+        epoch length is unknown."""
+        if not self.state.epoch_length:
+            return None
+        return total_optimizer_steps(self.state.max_epochs, self.state.epoch_length, self.accumulation_steps)
+
     def run(self) -> None:  # type: ignore[override]
         """Train until ``max_epochs``, continuing from the engine's state (e.g. one restored from a checkpoint).
 
         ``monai.engines.Trainer.run`` would replace the gradient scaler (and any state restored into it)
         with a new CUDA scaler, so this goes straight to ``Workflow.run``.
+
+        Raises:
+            ValueError: when ``lr_scheduler.total_steps`` is shorter than :attr:`optimizer_steps` (the end of
+                the run would train at the schedule's floor).
         """
+        planned = getattr(self.lr_scheduler, "total_steps", None)
+        steps = self.optimizer_steps
+        if planned is not None and steps is not None and planned < steps:
+            raise ValueError(
+                f"lr_scheduler.total_steps={planned} but the run takes {steps} optimizer steps (max_epochs "
+                f"{self.state.max_epochs} x ceil({self.state.epoch_length} iterations / accumulation_steps "
+                f"{self.accumulation_steps})): size the schedule with synclr_monai.engines.total_optimizer_steps."
+            )
         Workflow.run(self)
 
     def _move(self, x: Any) -> torch.Tensor:
@@ -367,9 +389,8 @@ class ContrastiveTrainer(SupervisedTrainer):
                 norm = torch.nn.utils.clip_grad_norm_(self._parameters(), self.clip_grad_norm)
             elif self.skip_non_finite:
                 grads = [p.grad for p in self._parameters() if p.grad is not None]
-                # (torch.nn.utils.get_total_norm only exists from torch 2.6; the package supports 2.4+)
                 if grads:
-                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    norm = torch.nn.utils.get_total_norm(grads)
             stepped = not (self.skip_non_finite and norm is not None and not bool(torch.isfinite(norm)))
             if stepped:
                 self.optimizer.step()

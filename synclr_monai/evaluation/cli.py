@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synclr_monai.errors import run_command
 from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
 from synclr_monai.evaluation.clustering import kmeans_clusters
 from synclr_monai.evaluation.embeddings import iter_dataset_cubes, read_embeddings
@@ -322,14 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments after ``evaluate`` (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 when an input is missing or invalid (the message names it), 2 on usage errors.
+        0 on success, 2 for bad usage or a missing or invalid input (the message names it); see
+        :func:`synclr_monai.errors.run_command`.
     """
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), _run, argv)

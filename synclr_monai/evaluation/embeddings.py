@@ -35,7 +35,6 @@ from synclr_monai.utils import atomic_output
 __all__ = [
     "EMBEDDINGS_FORMAT",
     "EMBEDDINGS_FORMAT_VERSION",
-    "iter_synapse_cubes",
     "iter_dataset_cubes",
     "compute_embeddings",
     "write_embeddings",
@@ -53,25 +52,6 @@ _JSON_ATTRS_KEY = "json_attrs"
 _RESERVED_ATTRS = ("format", "format_version", _JSON_ATTRS_KEY)
 
 CubeItem = tuple[str, str, "np.ndarray | torch.Tensor"]
-
-
-def iter_synapse_cubes(volumes: Iterable[Any], cube_size: int) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Cut the synapse-centred cube of every sheet row of every bbox volume.
-
-    Args:
-        volumes: ``BBoxVolume`` objects (``.name`` and ``.synapses``); may be a lazy generator so
-            that only one bbox is held in memory at a time.
-        cube_size: edge length S of the cubes.
-
-    Yields:
-        ``(bbox_name, Var1, cube)`` with ``cube`` a float32 ``[3, S, S, S]`` array (raw, pre, cleft).
-    """
-    # Imported here so that the core of this module (file format, batching) does not need the reader.
-    from synclr_monai.data.bbox import synapse_cube
-
-    for volume in volumes:
-        for _, row in volume.synapses.iterrows():
-            yield str(volume.name), str(row["Var1"]), synapse_cube(volume, row, cube_size)
 
 
 def iter_dataset_cubes(

@@ -53,6 +53,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform, RandCropByPosNe
 from monai.utils import set_determinism
 from torch import nn
 
+from synclr_monai.errors import run_command
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -395,8 +396,9 @@ def finetune_cleft_segmentation(
         dataset_dir: dataset root in the lab's layout (ignored when ``volumes`` is given).
         encoder_path: the exported encoder (``bundle/models/model.pt``), or None to train from scratch.
         backbone: backbone name; None takes it from the export's sidecar (else ``resnet18``).
-        backbone_kwargs: backbone arguments over those of the sidecar (pass the pretrained run's to a
-            from-scratch run for the same architecture).
+        backbone_kwargs: backbone arguments; with an export they must agree with its sidecar (which is the
+            truth; a contradiction is an error naming ``model.json``). Pass the pretrained run's to a
+            from-scratch run for the same architecture.
         crop_size: edge of the training crops and evaluation windows (multiple of 32; at least 64 for swin).
         iterations: optimiser steps.
         batch_size: crops per step.
@@ -423,8 +425,8 @@ def finetune_cleft_segmentation(
         and ``seconds``.
 
     Raises:
-        ValueError: for invalid sizes, an unknown backbone, an export made for another backbone, or a
-            dataset without bboxes.
+        ValueError: for invalid sizes, an unknown backbone, a backbone, backbone argument or input channel
+            count that contradicts the export's sidecar, or a dataset without bboxes.
         FileNotFoundError: when the encoder file does not exist.
         EncoderMismatchError: when the export does not fit the network.
     """
@@ -440,7 +442,9 @@ def finetune_cleft_segmentation(
 
     if iterations < 1 or batch_size < 1:
         raise ValueError(f"iterations and batch_size must be positive, got {iterations} and {batch_size}")
-    name, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
+    if input_channels is None:
+        input_channels = _encoder_input_channels(encoder_path)
+    name, kwargs = segmentation_backbone(encoder_path, backbone, backbone_kwargs, input_channels)
     check_segmentation_size(name, crop_size, int(kwargs.get("patch_size", 2)))
     if volumes is None:
         if dataset_dir is None:
@@ -451,8 +455,6 @@ def finetune_cleft_segmentation(
     start = time.perf_counter()
 
     set_determinism(seed=seed)
-    if input_channels is None:
-        input_channels = _encoder_input_channels(encoder_path)
     network = build_segmentation_net(name, encoder_path, in_channels=input_channels, out_channels=2, **kwargs)
     total = len(encoder_keys(network, "swin" if name == "swin" else "resnet"))
     loaded = len(network.loaded_encoder_keys)
@@ -538,8 +540,11 @@ def _encoder_input_channels(encoder_path: str | os.PathLike | None) -> int:
         return 3
     from synclr_monai.networks.export import read_encoder_metadata
 
-    mode = (read_encoder_metadata(encoder_path) or {}).get("input_mode", "channels")
-    return 3 if mode == "channels" else 1
+    meta = read_encoder_metadata(encoder_path) or {}
+    if "input_mode" in meta:
+        return 3 if meta["input_mode"] == "channels" else 1
+    # an export without an input mode (e.g. save_encoder without training's metadata): its recorded channels
+    return int((meta.get("backbone_kwargs") or {}).get("in_channels", 3))
 
 
 def compare_initialisations(
@@ -557,7 +562,8 @@ def compare_initialisations(
         dataset_dir: dataset root (loaded once for both runs).
         encoder_path: the exported encoder.
         backbone: backbone name (default: from the sidecar).
-        backbone_kwargs: backbone arguments over the sidecar's; the from-scratch network gets the same.
+        backbone_kwargs: backbone arguments, checked against the sidecar's; the from-scratch network gets the
+            sidecar's.
         cache_dir: HDF5 cache folder for assembled bboxes.
         label_maps: label-map overrides.
         kwargs: the other :func:`finetune_cleft_segmentation` arguments.
@@ -567,9 +573,9 @@ def compare_initialisations(
     """
     from synclr_monai.networks.segmentation import segmentation_backbone
 
-    name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs)
-    volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     channels = _encoder_input_channels(encoder_path)  # the scratch network sees the same input
+    name, resolved = segmentation_backbone(encoder_path, backbone, backbone_kwargs, channels)
+    volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     return {
         init: finetune_cleft_segmentation(
             dataset_dir,
@@ -616,7 +622,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone-kwargs",
         default=None,
-        help="JSON backbone arguments over those of model.json, e.g. '{\"feature_size\": 24}'",
+        help="JSON backbone arguments, checked against those of model.json (the truth; a contradiction is an "
+        "error), e.g. '{\"feature_size\": 24}'",
     )
     parser.add_argument("--iterations", type=int, default=200, help="optimiser steps per run (default 200)")
     parser.add_argument(
@@ -637,6 +644,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run both fine-tunings for the parsed arguments, write ``finetune.json`` and print the table."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+    if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
+        raise ValueError("--backbone-kwargs must be a JSON object")
+    results = compare_initialisations(
+        args.dataset_dir,
+        args.encoder,
+        backbone=args.backbone,
+        backbone_kwargs=backbone_kwargs,
+        cache_dir=args.cache_dir,
+        crop_size=args.crop_size,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        holdout=args.holdout,
+        val_fraction=args.val_fraction,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out) / "finetune.json"
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    print(format_table(results))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m synclr_monai finetune``: fine-tune from the encoder and from scratch, print both Dice.
 
@@ -644,44 +682,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: command-line arguments (without the command name).
 
     Returns:
-        0 on success, 1 when the inputs are invalid (the message is printed).
+        0 on success, 2 for bad usage or input (an invalid argument, a missing file, an encoder that does not
+        fit: the message names it); see :func:`synclr_monai.errors.run_command`.
     """
-    from synclr_monai.networks.export import EncoderMismatchError
-
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
-        if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
-            raise ValueError("--backbone-kwargs must be a JSON object")
-        results = compare_initialisations(
-            args.dataset_dir,
-            args.encoder,
-            backbone=args.backbone,
-            backbone_kwargs=backbone_kwargs,
-            cache_dir=args.cache_dir,
-            crop_size=args.crop_size,
-            iterations=args.iterations,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            device=device,
-            holdout=args.holdout,
-            val_fraction=args.val_fraction,
-            num_workers=args.num_workers,
-            progress=not args.no_progress,
-        )
-    except (FileNotFoundError, ValueError, EncoderMismatchError) as err:  # DataFormatError is a ValueError
-        print(f"finetune: error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out) / "finetune.json"
-    with atomic_output(out) as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
-    print(format_table(results))
-    print(f"wrote {out}")
-    return 0
+    return run_command(_parser(), _run, None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,9 +80,9 @@ class FallbackCount(Metric):
 class SamplingModeSwitch:
     """Call ``dataset.set_sampling_mode(mode)`` when epoch ``epoch`` starts, and log the fallback count.
 
-    The switch happens at ``EPOCH_STARTED``, before the epoch's data-loader iterator (and its worker
-    processes) is created, so the workers' dataset copies see the new mode. With ``persistent_workers`` the
-    workers keep the old copies, so a warning is given. A run resumed past ``epoch`` switches when it starts.
+    The switch happens at ``EPOCH_STARTED``, before the epoch's batches are drawn. The dataset must carry the
+    mode to its DataLoader workers: :class:`~synclr_monai.data.dataset.ContrastiveCubeDataset` keeps it in
+    shared memory, so persistent workers see it too. A run resumed past ``epoch`` switches when it starts.
     The per-epoch fallback count is ``engine.state.metrics[metric_name]`` (logged by the stats and W&B
     handlers).
 
@@ -130,13 +129,6 @@ class SamplingModeSwitch:
         """
         self.logger = get_logger(self._name, engine)
         self.dataset = resolve_dataset(engine, self.dataset, "set_sampling_mode")
-        loader = getattr(engine, "data_loader", None)
-        if getattr(loader, "persistent_workers", False) and getattr(loader, "num_workers", 0) > 0:
-            warnings.warn(
-                "the data loader keeps persistent workers: their dataset copies will not see the sampling-mode "
-                "switch; use persistent_workers=False.",
-                stacklevel=2,
-            )
         engine.add_event_handler(Events.EPOCH_STARTED, self)
         if self.metric_name is not None:
             FallbackCount(self.fallback_key).attach(engine, self.metric_name)

@@ -18,7 +18,7 @@ from ignite.engine import Engine, Events
 
 from synclr_monai.handlers.utils import is_main_process, iteration_step
 
-__all__ = ["WANDB_MODES", "WandBHandler", "attach_wandb", "resolve_wandb_mode"]
+__all__ = ["WANDB_MODES", "WandBHandler", "resolve_wandb_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,28 +230,3 @@ class WandBHandler:
         self.close(engine, exit_code=1)
         raise error
 
-
-def attach_wandb(
-    trainer: Engine,
-    project: str = "synclr-monai",
-    mode: str | None = None,
-    config: Mapping[str, Any] | None = None,
-    dir: str | Path | None = None,
-    **kwargs: Any,
-) -> WandBHandler:
-    """Create a :class:`WandBHandler` and attach it to ``trainer``.
-
-    Args:
-        trainer: the trainer.
-        project: W&B project.
-        mode: see :func:`resolve_wandb_mode`.
-        config: the run's configuration.
-        dir: parent of the local ``wandb/`` folder.
-        kwargs: more :class:`WandBHandler` arguments.
-
-    Returns:
-        the attached handler (its ``logger`` is ``None`` on ranks other than 0).
-    """
-    handler = WandBHandler(project=project, mode=mode, config=config, dir=dir, **kwargs)
-    handler.attach(trainer)
-    return handler

@@ -31,6 +31,7 @@ from monai.networks.nets import ResNet
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
+from synclr_monai.errors import UserError
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -58,8 +59,8 @@ RESNET_HEAD_PREFIX = "fc."
 _MAX_LISTED = 25
 
 
-class EncoderMismatchError(RuntimeError):
-    """The encoder file does not fit the target network.
+class EncoderMismatchError(UserError, RuntimeError):
+    """The encoder file does not fit the target network (bad input: the command lines exit with code 2).
 
     Args:
         message: the explanation, listing the offending keys.

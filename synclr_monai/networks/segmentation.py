@@ -29,7 +29,13 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from monai.utils import ensure_tuple_rep, look_up_option
 from torch import nn
 
-from synclr_monai.networks.export import encoder_keys, load_encoder, read_encoder_metadata
+from synclr_monai.networks.export import (
+    encoder_input_spec,
+    encoder_keys,
+    load_encoder,
+    metadata_path,
+    read_encoder_metadata,
+)
 from synclr_monai.networks.factory import BACKBONE_NAMES, build_backbone
 from synclr_monai.networks.resnet_encoder import ResNetEncoder
 
@@ -217,42 +223,53 @@ def segmentation_backbone(
     encoder_path: str | os.PathLike | None,
     backbone: str | None = None,
     backbone_kwargs: Mapping[str, Any] | None = None,
-    in_channels: int = 3,
+    in_channels: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The backbone name and encoder arguments of a segmentation network for an exported encoder.
 
-    The name is ``backbone``, else the export's (sidecar ``backbone``), else ``resnet18``. The arguments
-    are the sidecar's ``backbone_kwargs`` updated by ``backbone_kwargs``, without ``in_channels`` and
-    ``spatial_dims`` (the segmentation builder sets those).
+    With an export, its sidecar (``model.json``) is the truth
+    (:func:`~synclr_monai.networks.export.encoder_input_spec`): the name and arguments are the sidecar's,
+    and a ``backbone``, a ``backbone_kwargs`` entry or an ``in_channels`` that contradicts it is an error
+    naming the sidecar (an encoder trained with another stem stride would load strictly and give other
+    features). An export without a sidecar is a ``resnet18`` unless ``backbone`` says otherwise. Without
+    an export (training from scratch) ``backbone`` (default ``resnet18``) and ``backbone_kwargs`` are
+    taken as given. ``in_channels`` and ``spatial_dims`` are dropped from the arguments (the segmentation
+    builder sets those).
 
     Args:
-        encoder_path: the exported encoder, or None (training from scratch: only ``backbone_kwargs`` count).
+        encoder_path: the exported encoder, or None (training from scratch).
         backbone: backbone name, or None to take the export's.
-        backbone_kwargs: encoder arguments over the sidecar's.
-        in_channels: input channels of the segmentation network.
+        backbone_kwargs: encoder arguments; with an export they must agree with the sidecar's.
+        in_channels: input channels of the segmentation network, checked against the export's (None: no check).
 
     Returns:
         ``(name, kwargs)``.
 
     Raises:
         FileNotFoundError: when ``encoder_path`` does not exist.
-        ValueError: for an unknown backbone, an export made with another backbone or another number of
-            input channels, or an invalid sidecar.
+        ValueError: for an unknown backbone, a value that contradicts the sidecar, or an invalid sidecar.
     """
-    meta: Mapping[str, Any] = {}
-    if encoder_path is not None:
+    if encoder_path is None:
+        name = look_up_option(backbone or "resnet18", BACKBONE_NAMES)
+        kwargs = dict(backbone_kwargs or {})
+    else:
         if not os.path.isfile(encoder_path):
             raise FileNotFoundError(f"encoder file not found: {encoder_path}")
         meta = read_encoder_metadata(encoder_path) or {}
-    exported = meta.get("backbone")
-    name = look_up_option(backbone or exported or "resnet18", BACKBONE_NAMES)
-    if exported and exported != name:
-        raise ValueError(f"{encoder_path} holds a {exported!r} encoder, not {name!r}.")
-    kwargs = dict(meta.get("backbone_kwargs") or {})
-    recorded = kwargs.get("in_channels", in_channels)
-    if recorded != in_channels:
-        raise ValueError(f"{encoder_path} was trained on {recorded} input channels, not {in_channels}.")
-    kwargs.update(backbone_kwargs or {})
+        spec = encoder_input_spec(
+            encoder_path,
+            required=(),
+            backbone=backbone or (None if meta.get("backbone") else "resnet18"),
+            backbone_kwargs=backbone_kwargs,
+        )
+        name = look_up_option(spec["backbone"], BACKBONE_NAMES)
+        kwargs = dict(spec["backbone_kwargs"])
+        recorded = meta.get("in_channels", (meta.get("backbone_kwargs") or {}).get("in_channels"))
+        if in_channels is not None and recorded is not None and int(recorded) != in_channels:
+            raise ValueError(
+                f"{metadata_path(encoder_path)}: the encoder was trained on {recorded} input channels, "
+                f"but in_channels={in_channels} was asked for"
+            )
     for key in _SHAPE_KWARGS:
         kwargs.pop(key, None)
     return name, kwargs
@@ -270,8 +287,9 @@ def build_segmentation_net(
     """A MONAI segmentation network whose encoder is (or is shaped like) the pretrained backbone.
 
     The backbone arguments are those recorded in the export's sidecar JSON (``model.json``:
-    ``backbone_kwargs``) when there is one, updated by ``backbone_kwargs``; with ``encoder_path`` None
-    (training from scratch) only ``backbone_kwargs`` count, so pass the same ones to compare fairly.
+    ``backbone_kwargs``) when there is one; ``backbone_kwargs`` that contradict it are an error (see
+    :func:`segmentation_backbone`). With ``encoder_path`` None (training from scratch) only
+    ``backbone_kwargs`` count, so pass the same ones to compare fairly.
 
     The loaded names are recorded in the attribute ``loaded_encoder_keys`` (empty from scratch).
 
@@ -290,8 +308,8 @@ def build_segmentation_net(
         the network, with ``loaded_encoder_keys: list[str]``.
 
     Raises:
-        ValueError: for an unknown backbone, an export made with another backbone or another number of
-            input channels, or invalid arguments.
+        ValueError: for an unknown backbone, a backbone, backbone argument or number of input channels
+            that contradicts the export's sidecar, or invalid arguments.
         FileNotFoundError: when ``encoder_path`` does not exist.
         EncoderMismatchError: when the export does not fit the network (e.g. other sizes).
     """

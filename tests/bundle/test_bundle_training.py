@@ -116,3 +116,23 @@ def test_two_process_ddp_through_the_bundle(synthetic_root, tmp_path):
     assert final["trainer"]["iteration"] == 4
     assert (out / "model.pt").is_file()
     assert len(list((out / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
+
+
+def test_train_config_plans_every_optimizer_step(synthetic_root):
+    from monai.bundle import ConfigParser
+
+    from synclr_monai.engines.config_checks import check_training_config
+
+    # 2 bboxes x 3 cubes / batch 2 = 3 iterations per epoch
+    summary = check_training_config(
+        synthetic_root, cube_size=16, backbone="resnet10", batch_size=2, accumulation_steps=2, max_epochs=100,
+        cubes_per_bbox=3,
+    )
+    assert summary["iterations_per_epoch"] == 3 and summary["optimizer_steps"] == 200
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    # 3 iterations per epoch, accumulation 2: the trainer steps twice an epoch ([1, 2] [3])
+    parser.update({"iterations_per_epoch": 3, "accumulation_steps": 2, "max_epochs": 100, "warmup_epochs": 10})
+    assert parser.get_parsed_content("optimizer_steps") == 200
+    assert parser.get_parsed_content("lr_scheduler#warmup_steps") == 20

@@ -9,8 +9,9 @@ import torch
 from ignite.engine import Events
 from toy_training import TinyNet, assert_same_weights, make_loader, make_trainer, mean_pair_loss, snapshot
 
-from synclr_monai.engines import AccumulationPhase, accumulation_phase, resolve_amp_dtype
+from synclr_monai.engines import AccumulationPhase, accumulation_phase, resolve_amp_dtype, total_optimizer_steps
 from synclr_monai.losses import NTXentLoss
+from synclr_monai.optimizers import WarmupCosineSchedule
 
 
 def record_outputs(trainer) -> list[dict]:
@@ -254,3 +255,30 @@ def test_grad_scaler_path_unscales_before_clipping_and_skips_bad_steps():
     assert_same_weights(scaled_weights, plain_weights)
     assert scaled.scaler.get_scale() == 2.0**11  # halved once, for the NaN step, which was skipped
     assert scaled.lr_scheduler.last_epoch == plain.lr_scheduler.last_epoch == 3
+
+
+def test_schedule_sized_by_total_optimizer_steps_lasts_the_whole_run():
+    # 3 iterations per epoch in groups of 2 ([1, 2] [3]): 2 optimizer steps per epoch, not 3 // 2 = 1.5
+    assert total_optimizer_steps(100, 3, 2) == 200
+    assert total_optimizer_steps(0, 3, 2) == 0
+    with pytest.raises(ValueError, match="iterations_per_epoch"):
+        total_optimizer_steps(1, 0, 2)
+    epochs, loader = 100, make_loader(n=6, batch_size=2)  # 3 iterations per epoch
+    trainer = make_trainer(max_epochs=epochs, loader=loader, accumulation_steps=2, lr=1e-3)
+    steps = total_optimizer_steps(epochs, len(loader), 2)
+    assert trainer.optimizer_steps == steps == 200
+    trainer.lr_scheduler = WarmupCosineSchedule(trainer.optimizer, warmup_steps=20, total_steps=steps)
+    lrs: list[float] = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    trainer.run()
+    assert len(lrs) == 200 == trainer.lr_scheduler.last_epoch
+    assert min(lrs) > 0  # no step of the run is taken at learning rate 0
+    assert lrs[-1] == min(lrs[20:]) and lrs[-1] < 1e-3 * 1e-3  # the cosine ends at the last step
+
+
+def test_schedule_shorter_than_the_run_is_refused():
+    trainer = make_trainer(max_epochs=100, loader=make_loader(n=6, batch_size=2), accumulation_steps=2)
+    # the old arithmetic: 100 * 3 // 2 = 150 steps for a run of 200
+    trainer.lr_scheduler = WarmupCosineSchedule(trainer.optimizer, warmup_steps=10, total_steps=150)
+    with pytest.raises(ValueError, match=r"total_steps=150 but the run takes 200 optimizer steps"):
+        trainer.run()

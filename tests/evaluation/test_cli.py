@@ -82,14 +82,14 @@ def test_missing_labels_are_named(toy, tmp_path, capsys):
     labels = pd.read_csv(labels_csv, dtype=str)
     keep = ~labels["Var1"].isin(["syn_003", "syn_010"])
     labels[keep].to_csv(tmp_path / "partial.csv", index=False)
-    assert main(["--embeddings", str(h5), "--labels", str(tmp_path / "partial.csv"), "--no-baselines"]) == 1
+    assert main(["--embeddings", str(h5), "--labels", str(tmp_path / "partial.csv"), "--no-baselines"]) == 2
     err = capsys.readouterr().err
     assert "2 embedded synapse(s) have no label" in err and "bbox2/syn_003" in err and "bbox1/syn_010" in err
 
 
 def test_baselines_without_dataset_explain_the_flags(toy, capsys):
     h5, labels_csv, *_ = toy
-    assert main(["--embeddings", str(h5), "--labels", str(labels_csv)]) == 1
+    assert main(["--embeddings", str(h5), "--labels", str(labels_csv)]) == 2
     assert "--no-baselines" in capsys.readouterr().err
 
 

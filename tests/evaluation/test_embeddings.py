@@ -12,7 +12,6 @@ from torch import nn
 from synclr_monai.evaluation.embeddings import (
     EMBEDDINGS_FORMAT,
     compute_embeddings,
-    iter_synapse_cubes,
     read_embeddings,
     write_embeddings,
 )
@@ -134,25 +133,3 @@ def test_read_rejects_other_files(tmp_path):
     bad_csv.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"x\.csv is not an embeddings file"):
         read_embeddings(bad_csv)
-
-
-def test_iter_synapse_cubes_on_reader_volumes():
-    bbox = pytest.importorskip("synclr_monai.data.bbox")
-    rng = np.random.default_rng(0)
-    raw = rng.normal(size=(20, 20, 20)).astype(np.float16)
-    mask = np.zeros((2, 20, 20, 20), dtype=np.uint8)
-    sheet = pd.DataFrame(
-        {
-            "Var1": ["s1", "s2"],
-            "central_coord_1": [10, 5],
-            "central_coord_2": [10, 6],
-            "central_coord_3": [10, 7],
-            "bbox_name": ["bbox3", "bbox3"],
-        }
-    )
-    volume = bbox.BBoxVolume(name="bbox3", raw=raw, mask=mask, synapses=sheet)
-    out = list(iter_synapse_cubes([volume], 8))
-    assert [(n, v) for n, v, _ in out] == [("bbox3", "s1"), ("bbox3", "s2")]
-    for (_, _, cube), (_, row) in zip(out, sheet.iterrows()):
-        np.testing.assert_array_equal(cube, bbox.synapse_cube(volume, row, 8))
-        assert cube.shape == (3, 8, 8, 8)

@@ -126,5 +126,21 @@ def test_finetune_loads_every_encoder_key_and_the_command_compares_both(syntheti
     table = capsys.readouterr().out
     assert "pretrained" in table and "scratch" in table and f"{pre['dice']:.4f}" in table
     # a backbone that contradicts the export is a clear error, not a traceback
-    assert main([*argv, "--backbone", "resnet18", "--out", str(out)]) == 1
-    assert "holds a 'resnet10' encoder" in capsys.readouterr().err
+    assert main([*argv, "--backbone", "resnet18", "--out", str(out)]) == 2
+    assert "model.json: the encoder was trained with backbone='resnet10'" in capsys.readouterr().err
+
+
+def test_finetune_of_a_one_channel_encoder_and_kwargs_that_contradict_model_json(tmp_path, capsys):
+    from synclr_monai.evaluation.finetune import finetune_cleft_segmentation
+
+    # a masked-input (1-channel) encoder, the training default: fine-tuning takes its channels from model.json
+    model = build_simclr("resnet10", in_channels=1, projection_hidden=16, projection_dim=4)
+    path = save_encoder(model, tmp_path / "model.pt", metadata={"input_mode": "masked", "in_channels": 1})
+    volumes = [_volume("bbox1"), _volume("bbox2", seed=1)]
+    result = finetune_cleft_segmentation(None, path, volumes=volumes, iterations=1, batch_size=2, progress=False)
+    assert result["encoder_tensors_loaded"] == result["encoder_tensors"] == len(torch.load(path, weights_only=True))
+    # an argument that changes no weight shape (a strict load would pass) but contradicts model.json is refused
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone_kwargs .*'act'"):
+        finetune_cleft_segmentation(
+            None, path, backbone_kwargs={"act": "elu"}, volumes=volumes, iterations=1, batch_size=2, progress=False
+        )

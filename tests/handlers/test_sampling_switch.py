@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from ignite.engine import Events
@@ -54,8 +56,14 @@ def test_bad_configuration():
     trainer = make_trainer(loader=[{"view1": torch.zeros(2, 3, 4, 4, 4), "view2": torch.zeros(2, 3, 4, 4, 4)}])
     with pytest.raises(TypeError, match="set_sampling_mode"):
         SamplingModeSwitch(epoch=1).attach(trainer)
+
+
+def test_persistent_workers_give_no_warning():
+    # the dataset's shared state carries the switch to persistent workers
+    # (tests/data/test_dataset.py::test_sampling_switch_reaches_persistent_workers), so no warning is due
     persistent = make_trainer(loader=make_loader(num_workers=1, persistent_workers=True))
-    with pytest.warns(UserWarning, match="persistent"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         SamplingModeSwitch(epoch=1).attach(persistent)
 
 

@@ -8,14 +8,15 @@ import ignite.distributed as idist
 import pytest
 from toy_training import make_trainer
 
-from synclr_monai.handlers import WandBHandler, attach_wandb, resolve_wandb_mode
+from synclr_monai.handlers import WandBHandler, resolve_wandb_mode
 
 
 def test_offline_run_writes_local_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline must be the default, not the environment's doing
     monkeypatch.setenv("WANDB_SILENT", "true")
     trainer = make_trainer(max_epochs=2)
-    handler = attach_wandb(trainer, project="test", dir=tmp_path, config={"batch_size": 4})
+    handler = WandBHandler(project="test", dir=tmp_path, config={"batch_size": 4})
+    handler.attach(trainer)
     assert handler.logger.run.settings.mode == "offline"
     run_dir = handler.run_dir
     trainer.run()

@@ -10,7 +10,15 @@ from toy_training import ViewDataset
 from torch.utils.data import DataLoader
 
 from synclr_monai.engines import ContrastiveTrainer
-from synclr_monai.handlers import EmbeddingEvalHandler, WandBHandler, default_train_handlers
+from synclr_monai.handlers import (
+    CheckpointHandler,
+    DatasetEpochSetter,
+    EmbeddingEvalHandler,
+    EncoderExportHandler,
+    NaNGuard,
+    ProgressHandler,
+    WandBHandler,
+)
 from synclr_monai.losses import NTXentLoss
 from synclr_monai.networks import build_simclr
 
@@ -27,12 +35,23 @@ def _records(run_dir, keys: tuple[bytes, ...]) -> bytes:
     return records.read_bytes()
 
 
+def _handlers(out, encoder, save_interval: int, n_saved: int = 3, log_every: int = 10) -> list:
+    """The training handlers in the order of bundle/configs/train.yaml (``handlers``), W&B offline."""
+    checkpoints = out / "checkpoints"
+    return [
+        NaNGuard(save_dir=checkpoints),
+        CheckpointHandler(checkpoints, save_interval=save_interval, n_saved=n_saved),
+        DatasetEpochSetter(),
+        WandBHandler(mode="offline", dir=out, log_every=log_every, checkpoint_dir=checkpoints, encoder_path=encoder),
+        ProgressHandler(log_every=log_every, progress_bar=False),
+        EncoderExportHandler(encoder),
+    ]
+
+
 def test_artifacts_and_final_evaluation(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     out, encoder = tmp_path / "out", tmp_path / "models" / "model.pt"
-    handlers = default_train_handlers(
-        out, save_interval=2, n_saved=1, log_every=1, progress_bar=False, wandb_mode="offline", encoder_path=encoder
-    )
+    handlers = _handlers(out, encoder, save_interval=2, n_saved=1, log_every=1)
     wandb_handler = next(h for h in handlers if isinstance(h, WandBHandler))
     dataset = ViewDataset(n=8)
     labels = np.repeat(["a", "b"], 4)
@@ -70,9 +89,7 @@ def test_artifacts_and_final_evaluation(tmp_path, monkeypatch):
 
 def test_no_artifacts_when_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    handlers = default_train_handlers(
-        tmp_path / "out", save_interval=2, progress_bar=False, wandb_mode="offline", encoder_path=tmp_path / "m.pt"
-    )
+    handlers = _handlers(tmp_path / "out", tmp_path / "m.pt", save_interval=2)
     wandb_handler = next(h for h in handlers if isinstance(h, WandBHandler))
     wandb_handler.log_artifacts = False
     torch.manual_seed(0)

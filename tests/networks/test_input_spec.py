@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,69 @@ def test_inference_rejects_a_contradicting_input(synthetic_root, tmp_path, given
     with pytest.raises(ValueError, match=r"model\.json.*leave it unset"):
         run_inference(synthetic_root, path, tmp_path / "out", progress=False, **given)
     assert not (tmp_path / "out").exists()
+
+
+def export_stem_stride_1(tmp_path):
+    """A tiny resnet10 with stem stride 1 (MONAI ResNet's default; the package's is 2): same weight shapes."""
+    torch.manual_seed(0)
+    model = build_simclr("resnet10", projection_hidden=16, projection_dim=8, conv1_t_stride=1)
+    path = tmp_path / "model.pt"
+    save_encoder(model, path, metadata={"cube_size": CUBE, "input_mode": "channels", "in_channels": 3})
+    return path
+
+
+def test_inference_rebuilds_the_encoder_with_the_sidecar_backbone_kwargs(synthetic_root, tmp_path):
+    path = export_stem_stride_1(tmp_path)
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)
+    ids, vectors, attrs = read_embeddings(h5)
+    vol = assemble_bbox(find_bboxes(synthetic_root)[0])
+    row = vol.synapses.iloc[0]
+    cube = torch.from_numpy(synapse_cube(vol, row, CUBE, input_mode="channels"))[None]
+    first = np.flatnonzero((ids["bbox_name"] == vol.name) & (ids["Var1"] == str(row["Var1"])))[0]
+    features = {}
+    for stride in (1, 2):  # the file loads strictly into either stem: only the sidecar tells them apart
+        network = build_backbone("resnet10", conv1_t_stride=stride)
+        load_encoder(network, path)
+        with torch.no_grad():
+            features[stride] = network.eval()(cube)[0].numpy()
+    np.testing.assert_allclose(vectors[first], features[1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(vectors[first], features[2], atol=1e-3)
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone_kwargs .*conv1_t_stride"):
+        run_inference(synthetic_root, path, tmp_path / "out2", progress=False, backbone_kwargs={"conv1_t_stride": 2})
+
+
+def test_torchscript_network_def_takes_the_sidecar_backbone_kwargs(tmp_path):
+    from monai.bundle import ConfigParser
+
+    path = export_stem_stride_1(tmp_path)
+    config = Path(__file__).resolve().parents[2] / "bundle" / "configs" / "inference.yaml"
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.update({"encoder_path": str(path)})
+    network = parser.get_parsed_content("network_def")  # what `monai.bundle ckpt_export network_def` builds
+    assert tuple(network.conv1.stride) == (1, 1, 1)
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.update({"encoder_path": str(path), "backbone_kwargs": {"conv1_t_stride": 2}})
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("network_def")
+    chain = [info.value, info.value.__cause__, info.value.__context__]
+    assert any("model.json" in str(e) and "conv1_t_stride" in str(e) for e in chain if e is not None)
+
+
+def test_finetune_takes_the_sidecar_backbone_kwargs_and_input_channels(tmp_path):
+    from synclr_monai.networks.segmentation import segmentation_backbone
+
+    path = export_stem_stride_1(tmp_path)
+    name, kwargs = segmentation_backbone(path)
+    assert name == "resnet10" and kwargs["conv1_t_stride"] == 1 and "in_channels" not in kwargs
+    # a stride that contradicts model.json would load strictly and give other features: refused
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone_kwargs"):
+        segmentation_backbone(path, backbone_kwargs={"conv1_t_stride": 2})
+    assert segmentation_backbone(path, backbone_kwargs={"conv1_t_stride": 1}) == (name, kwargs)
+    # a one-channel (masked) export: its channel count comes from model.json too
+    (tmp_path / "masked").mkdir()
+    masked = export_masked(tmp_path / "masked")
+    assert segmentation_backbone(masked, in_channels=1)[0] == "resnet10"
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained on 1 input channels"):
+        segmentation_backbone(masked, in_channels=3)

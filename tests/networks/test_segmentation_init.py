@@ -10,7 +10,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 from torch import nn
 
-from synclr_monai.networks import EncoderMismatchError, build_backbone, build_simclr, save_encoder
+from synclr_monai.networks import build_backbone, build_simclr, save_encoder
 from synclr_monai.networks.export import encoder_keys, exportable_encoder
 from synclr_monai.networks.segmentation import ResNetUNet, build_segmentation_net, check_segmentation_size
 
@@ -73,8 +73,8 @@ def test_resnet_arguments_come_from_the_sidecar(tmp_path):
     net = build_segmentation_net("resnet10", path)
     assert not any("downsample" in k for k in net.loaded_encoder_keys)
     assert len(net.loaded_encoder_keys) == len(source.state_dict())
-    # an explicit argument overrides the sidecar; here it contradicts the file, which a strict load reports
-    with pytest.raises(EncoderMismatchError, match="missing from the file"):
+    # an explicit argument that contradicts the sidecar is refused before anything is built
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone_kwargs .*shortcut_type"):
         build_segmentation_net("resnet10", path, shortcut_type="B")
 
 
@@ -92,7 +92,7 @@ def test_swin_unetr_takes_its_sizes_from_the_sidecar(tmp_path):
 
 def test_wrong_backbone_and_missing_file_are_reported(tmp_path):
     path = save_encoder(build_backbone("resnet10"), tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="holds a 'resnet10' encoder"):
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with backbone='resnet10'"):
         build_segmentation_net("resnet18", path)
     with pytest.raises(FileNotFoundError):
         build_segmentation_net("resnet10", tmp_path / "absent.pt")
