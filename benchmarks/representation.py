@@ -64,11 +64,11 @@ GRID: dict[str, tuple[str, dict]] = {
         {**CHANNELS, **{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}},
     ),
     "all_views": ("every new view, AdamW 1e-3, T 0.2", dict(CHANNELS)),
-    "masked": ("all views, input EM x dilated synapse mask", {**CHANNELS, "input_mode": "masked"}),
+    "masked": ("all views, input EM x dilated synapse mask (demo.yaml)", {**CHANNELS, "input_mode": "masked"}),
     "raw": ("all views, input EM only", {**CHANNELS, "input_mode": "raw"}),
     "nearby": ("all views, nearby-location pairs", {**CHANNELS, "pair_mode": "nearby"}),
-    "masked_nearby": ("all views, masked input, nearby pairs (demo.yaml)", {"input_mode": "masked", "pair_mode": "nearby"}),
-    "masked_t05": ("masked, nearby, temperature 0.5", {"input_mode": "masked", "pair_mode": "nearby", "temperature": 0.5}),
+    "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby"}),
+    "masked_t05": ("masked, same crop, temperature 0.5", {"input_mode": "masked", "pair_mode": "same_crop", "temperature": 0.5}),
     "masked_lab_views": (
         "masked input, nearby pairs, the lab's views",
         {"input_mode": "masked", "pair_mode": "nearby", **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
@@ -138,21 +138,24 @@ def score(vectors: np.ndarray, types: np.ndarray, bboxes: np.ndarray, seed: int 
     return out
 
 
-def embed(data: Path, encoder: Path, cache: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def embed(data: Path, encoder: Path, cache: Path, rotations: int) -> tuple[pd.DataFrame, np.ndarray]:
     from synclr_monai.evaluation.embeddings import read_embeddings, run_inference
 
-    h5 = run_inference(data, encoder, encoder.parent / "embeddings", cache_dir=cache, progress=False)
+    out = encoder.parent / f"embeddings_r{rotations}"
+    h5 = run_inference(data, encoder, out, cache_dir=cache, progress=False, rotations=rotations)
     ids, vectors, _ = read_embeddings(h5)
     return ids, vectors
 
 
-def baselines(data: Path, cache: Path, ids: pd.DataFrame) -> dict[str, np.ndarray]:
+def baselines(data: Path, cache: Path, ids: pd.DataFrame, rotations: int) -> dict[str, np.ndarray]:
     from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
     from synclr_monai.evaluation.embeddings import iter_dataset_cubes
 
     cube_size = 32
     cubes = list(iter_dataset_cubes(data, cube_size, cache_dir=cache, ids=ids))
-    _, rand = random_encoder_embeddings(cubes, "resnet10", {"conv1_t_stride": 2}, seed=0, progress=False)
+    _, rand = random_encoder_embeddings(
+        cubes, "resnet10", {"conv1_t_stride": 2}, seed=0, progress=False, rotations=rotations
+    )
     raw = np.stack([c[2][0].reshape(-1) for c in cubes])
     return {"random_init": rand, "pca_raw": pca_embeddings(raw, 32, seed=0)}
 
@@ -165,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("outputs/representation/data"))
     parser.add_argument("--out", type=Path, default=Path("outputs/representation"))
     parser.add_argument("--difficulty", type=float, default=0.0, help="generator difficulty of a new dataset")
+    parser.add_argument(
+        "--rotations", type=int, default=24, choices=(1, 24),
+        help="features averaged over the cube's 24 rotations (as inference.yaml), or 1: the cube as cut",
+    )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the grid and exit")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more bundle overrides for every run")
     args = parser.parse_args(argv)
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         from synclr_monai.data.synthetic import generate_dataset
 
         # the demo's dataset (scripts/demo.sh), optionally harder
-        generate_dataset(args.data, 4, (64, 128, 128), 12, seed=0, difficulty=args.difficulty, overwrite=True)
+        generate_dataset(args.data, 4, (128, 192, 256), 12, seed=0, difficulty=args.difficulty, overwrite=True)
     table = pd.read_csv(args.data / "synapse_types.csv", dtype=str)
     cache = args.out / "cache"
     rows = []
@@ -189,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for name in args.configs:
             info = train(args.data, args.out, name, seed, args.max_epochs, args.extra)
-            ids, vectors = embed(args.data, args.out / name / f"seed{seed}" / "model.pt", cache)
+            ids, vectors = embed(args.data, args.out / name / f"seed{seed}" / "model.pt", cache, args.rotations)
             merged = ids.merge(table, on=["bbox_name", "Var1"], how="left")
             types, bboxes = merged["type"].to_numpy(str), merged["bbox_name"].to_numpy(str)
             if not base_done:
-                for bname, bvec in baselines(args.data, cache, ids).items():
+                for bname, bvec in baselines(args.data, cache, ids, args.rotations).items():
                     rows.append({"config": bname, "seed": 0, **score(bvec, types, bboxes)})
                 base_done = True
             s = score(vectors, types, bboxes, seed=seed)

@@ -6,8 +6,10 @@ DEMO_DIR="${DEMO_DIR:-demo}"
 mkdir -p "$DEMO_DIR"
 say() { printf '\n[demo] %s\n' "$*"; }
 
-say "1/4 generating a synthetic dataset in $DEMO_DIR/data (4 bboxes of 64x128x128, 12 synapses each)"
-python -m synclr_monai synth --out "$DEMO_DIR/data" --bboxes 4 --shape 64 128 128 --synapses-per-bbox 12 --seed 0 --overwrite
+say "1/4 generating a synthetic dataset in $DEMO_DIR/data (4 bboxes of 128x192x256, 12 synapses each)"
+# 128x192x256 leaves each synapse a 64-voxel region: the synapse types are drawn at their reference scale,
+# vesicles 2-5 voxels across as in the lab's EM (smaller volumes shrink them under a voxel)
+python -m synclr_monai synth --out "$DEMO_DIR/data" --bboxes 4 --shape 128 192 256 --synapses-per-bbox 12 --seed 0 --overwrite
 
 say "2/4 checking it"
 python -m synclr_monai check "$DEMO_DIR/data"
