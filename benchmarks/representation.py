@@ -68,6 +68,10 @@ GRID: dict[str, tuple[str, dict]] = {
     "raw": ("all views, input EM only", {**CHANNELS, "input_mode": "raw"}),
     "nearby": ("all views, nearby-location pairs", {**CHANNELS, "pair_mode": "nearby"}),
     "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby"}),
+    "masked_bbox_batches": (
+        "masked, same crop, every batch from one bbox",
+        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True},
+    ),
     "masked_t05": ("masked, same crop, temperature 0.5", {"input_mode": "masked", "pair_mode": "same_crop", "temperature": 0.5}),
     "masked_lab_views": (
         "masked input, nearby pairs, the lab's views",
