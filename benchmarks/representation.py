@@ -45,7 +45,7 @@ LAB_VIEWS = {
 LAB_OPTIM = {"optimizer_name": "lars", "base_lr": 1.6, "lars_eta": 0.1, "weight_decay": 1.0e-6, "temperature": 0.1}
 SO3 = {"rotate3d_prob": 1.0, "flip_prob": 0.5}
 #: Every configuration states these, so that it does not depend on demo.yaml's choice of them.
-CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop"}
+CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop", "same_bbox_batches": False}
 
 #: name -> (description, overrides of train.yaml + demo.yaml; "augment#key" for the views)
 GRID: dict[str, tuple[str, dict]] = {
@@ -64,18 +64,18 @@ GRID: dict[str, tuple[str, dict]] = {
         {**CHANNELS, **{f"augment#{k}": v for k, v in {**LAB_VIEWS, **SO3}.items()}},
     ),
     "all_views": ("every new view, AdamW 1e-3, T 0.2", dict(CHANNELS)),
-    "masked": ("all views, input EM x dilated synapse mask (demo.yaml)", {**CHANNELS, "input_mode": "masked"}),
+    "masked": ("all views, input EM x dilated synapse mask", {**CHANNELS, "input_mode": "masked"}),
     "raw": ("all views, input EM only", {**CHANNELS, "input_mode": "raw"}),
     "nearby": ("all views, nearby-location pairs", {**CHANNELS, "pair_mode": "nearby"}),
-    "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby"}),
+    "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby", "same_bbox_batches": False}),
     "masked_bbox_batches": (
-        "masked, same crop, every batch from one bbox",
+        "masked, same crop, every batch from one bbox (train.yaml)",
         {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True},
     ),
-    "masked_t05": ("masked, same crop, temperature 0.5", {"input_mode": "masked", "pair_mode": "same_crop", "temperature": 0.5}),
+    "masked_t05": ("masked, same crop, temperature 0.5", {**CHANNELS, "input_mode": "masked", "temperature": 0.5}),
     "masked_lab_views": (
         "masked input, nearby pairs, the lab's views",
-        {"input_mode": "masked", "pair_mode": "nearby", **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
+        {"input_mode": "masked", "pair_mode": "nearby", "same_bbox_batches": False, **{f"augment#{k}": v for k, v in LAB_VIEWS.items()}},
     ),
     "t05": ("all views, temperature 0.5", {**CHANNELS, "temperature": 0.5}),
     "dcl": ("all views, decoupled contrastive loss", {**CHANNELS, "decoupled_loss": True}),
