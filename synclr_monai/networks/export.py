@@ -165,7 +165,7 @@ def exportable_encoder(
     """The backbone as the module whose state dict has exactly the keys of an encoder export.
 
     This is the bundle's ``network_def``: MONAI's ``ckpt_export`` loads ``model.pt`` into it with a strict
-    ``load_state_dict`` and converts it to TorchScript. Our :class:`ResNetEncoder` holds the MONAI ResNet as
+    ``load_state_dict`` and converts it to TorchScript. Our :class:`ResNetFeatureEncoder` holds the MONAI ResNet as
     ``resnet`` (keys ``resnet.*``) while the export has the plain ResNet keys, so for ResNets the MONAI
     ``ResNet`` itself is returned (built with ``feed_forward=False``, its forward is exactly the backbone's:
     the globally pooled ``[B, F]`` features). A :class:`SwinEncoder`'s keys (``swinViT.*``) already equal
@@ -191,14 +191,14 @@ def exportable_encoder(
     """
     # imported here: the factory imports the encoders, which need nothing from this module
     from synclr_monai.networks.factory import build_backbone
-    from synclr_monai.networks.resnet_encoder import ResNetEncoder
+    from synclr_monai.networks.resnet_encoder import ResNetFeatureEncoder
 
     merged = {**dict(backbone_kwargs or {}), **kwargs}
     channels = merged.pop("in_channels", in_channels)
     if channels != in_channels:
         raise ValueError(f"backbone_kwargs say in_channels={channels} but in_channels={in_channels} was given.")
     network = build_backbone(backbone, in_channels=in_channels, **merged)
-    return network.resnet if isinstance(network, ResNetEncoder) else network
+    return network.resnet if isinstance(network, ResNetFeatureEncoder) else network
 
 
 def metadata_path(path: str | os.PathLike) -> Path:
