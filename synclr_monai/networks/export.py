@@ -32,6 +32,7 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from synclr_monai.errors import UserError
+from synclr_monai.networks.utils import unwrap_parallel
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -82,13 +83,6 @@ class EncoderMismatchError(UserError, RuntimeError):
         self.mismatched = mismatched
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip (Distributed)DataParallel wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
-
-
 def _find_encoder(network: nn.Module, kinds: tuple[type[nn.Module], ...]) -> tuple[str, nn.Module]:
     """Find the single submodule of one of ``kinds`` in ``network``.
 
@@ -125,7 +119,7 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     Raises:
         TypeError: when the model holds no MONAI ResNet/SwinTransformer, or several.
     """
-    _, encoder = _find_encoder(_unwrap(model), (ResNet, SwinTransformer))
+    _, encoder = _find_encoder(unwrap_parallel(model), (ResNet, SwinTransformer))
     prefix = SWIN_PREFIX if isinstance(encoder, SwinTransformer) else ""
     return {
         f"{prefix}{key}": value.detach().cpu().clone()
@@ -152,7 +146,7 @@ def encoder_keys(network: nn.Module, kind: str) -> list[str]:
     if kind not in ("resnet", "swin"):
         raise ValueError(f"kind must be 'resnet' or 'swin', got {kind!r}.")
     is_swin = kind == "swin"
-    prefix, encoder = _find_encoder(_unwrap(network), (SwinTransformer,) if is_swin else (ResNet,))
+    prefix, encoder = _find_encoder(unwrap_parallel(network), (SwinTransformer,) if is_swin else (ResNet,))
     return [prefix + k for k in encoder.state_dict() if is_swin or not k.startswith(RESNET_HEAD_PREFIX)]
 
 
@@ -238,7 +232,7 @@ def save_encoder(
     if path.suffix == ".json":
         raise ValueError(f"{path}: the encoder file must not end in .json; the sidecar metadata uses that name.")
     state = encoder_state_dict(model_or_backbone)
-    backbone = _unwrap(model_or_backbone)
+    backbone = unwrap_parallel(model_or_backbone)
     backbone = getattr(backbone, "backbone", backbone)  # SimCLR -> its backbone, for name/config
     info: dict[str, Any] = {
         "format": ENCODER_FORMAT,
