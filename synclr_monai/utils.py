@@ -1,15 +1,35 @@
-"""File helpers shared across the package: every cache, checkpoint, export and report is written through
-:func:`atomic_output`, so no reader ever sees a half-written file."""
+"""Helpers shared across the package: every cache, checkpoint, export and report is written through
+:func:`atomic_output`, so no reader ever sees a half-written file; the commands print their results with
+:func:`text_table`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "text_table"]
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """A plain-text table: columns as wide as their widest cell, ``" | "`` between them, a rule under the header.
+
+    Args:
+        header: the column titles.
+        rows: the cells, already formatted as strings, one sequence per row.
+        right: indices of the columns aligned right (numbers); the others are aligned left.
+
+    Returns:
+        the table (no trailing newline, no trailing spaces).
+    """
+    table = [tuple(header), *(tuple(r) for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    fmt = " | ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*row).rstrip() for row in table]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(out)
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ a run is reproducible from ``seed`` alone. No ``worker_init_fn`` is needed, and 
 Call :meth:`ContrastiveCubeDataset.set_epoch` every epoch, as for ``DistributedSampler``, or every
 epoch repeats the previous one's cubes.
 
-Epoch, sampling mode and the fallback counter live in a small shared-memory tensor, so that
-``set_epoch``/``set_sampling_mode`` called in the main process (by a handler) reach DataLoader workers,
-persistent ones included, and fallbacks counted in workers are visible in the main process.
+Epoch and sampling mode live in a small shared-memory tensor, so that ``set_epoch``/``set_sampling_mode``
+called in the main process (by a handler) reach DataLoader workers, persistent ones included. Fallbacks
+are not counted here: each sample carries its ``fallback`` flag, which ``FallbackCount`` sums per batch.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ __all__ = ["ContrastiveCubeDataset", "CheckBBoxd", "SAMPLING_MODES"]
 #: Sampling modes, in the order of their codes in the shared state.
 SAMPLING_MODES = ("random", "mask_aware")
 
-# shared state layout: [epoch, sampling mode code, fallback counters (one slot per process)...]
-_EPOCH, _MODE, _COUNTERS = 0, 1, 2
-_N_COUNTER_SLOTS = 257  # slot 0: the main process; slot 1 + worker id % 256: a DataLoader worker
+# shared state layout: [epoch, sampling mode code]
+_EPOCH, _MODE = 0, 1
 
 
 class CheckBBoxd(MapTransform):
@@ -221,7 +220,7 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             max_retries=max_retries,
             pair_mode=pair_mode,
         )
-        self._state = torch.zeros(_COUNTERS + _N_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
+        self._state = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.set_sampling_mode(sampling)
 
     @property
@@ -262,20 +261,6 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             raise ValueError(f"set_sampling_mode: mode must be one of {SAMPLING_MODES}, got {mode!r}")
         self._state[_MODE] = SAMPLING_MODES.index(mode)
 
-    @property
-    def fallback_count(self) -> int:
-        """Mask-aware samples that fell back, summed over the main process and all DataLoader workers."""
-        return int(self._state[_COUNTERS:].sum())
-
-    def reset_fallback_count(self) -> None:
-        """Zero the fallback counters (e.g. at the start of an epoch)."""
-        self._state[_COUNTERS:] = 0
-
-    def _counter_slot(self) -> int:
-        info = torch.utils.data.get_worker_info()
-        # one slot per process, so that workers never increment the same counter concurrently
-        return _COUNTERS + (0 if info is None else 1 + info.id % (_N_COUNTER_SLOTS - 1))
-
     def random_state(self, index: int) -> np.random.RandomState:
         """The random stream of sample ``index`` in the current epoch (from ``(seed, epoch, index)``)."""
         return np.random.RandomState(np.random.MT19937(np.random.SeedSequence([self.seed, self.epoch, int(index)])))
@@ -300,8 +285,6 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             self.random_sampler.set_random_state(state=rng)
             self.view_transform.set_random_state(state=rng)
             d = self.view_transform(self.random_sampler(item))
-        if d["fallback"]:
-            self._state[self._counter_slot()] += 1
         keys = ("view1", "view2") if self.views else ("image", "view_params", "image2")
         out = {k: d[k] for k in keys if k in d}
         out.update(fallback=int(d["fallback"]), cube_start=d["cube_start"], index=index)

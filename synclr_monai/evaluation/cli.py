@@ -32,7 +32,7 @@ from synclr_monai.evaluation.metrics import (
     make_folds,
 )
 from synclr_monai.evaluation.plots import centre_slices, plot_cluster_examples, plot_embedding_2d
-from synclr_monai.utils import atomic_output
+from synclr_monai.utils import atomic_output, text_table
 
 __all__ = ["build_parser", "evaluate_methods", "format_table", "main"]
 
@@ -141,12 +141,8 @@ def format_table(results: pd.DataFrame) -> str:
         (r.method, f"{r.knn_acc:.3f} ± {r.knn_std:.3f}", f"{r.linear_acc:.3f} ± {r.linear_std:.3f}")
         for r in results.itertuples()
     ]
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(3)]
-    fmt = " | ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*row).rstrip() for row in [header, *lines]]
-    out.insert(1, "-+-".join("-" * w for w in widths))
-    out.append(f"chance (majority class): {results['chance'].iloc[0]:.3f}   N = {int(results['n_samples'].iloc[0])}")
-    return "\n".join(out)
+    chance = f"chance (majority class): {results['chance'].iloc[0]:.3f}   N = {int(results['n_samples'].iloc[0])}"
+    return text_table(header, lines) + "\n" + chance
 
 
 class _CubeTap:

@@ -54,7 +54,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from synclr_monai.errors import run_command
-from synclr_monai.utils import atomic_output
+from synclr_monai.utils import atomic_output, text_table
 
 __all__ = [
     "CleftInputd",
@@ -599,14 +599,19 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     Returns:
         the table (no trailing newline).
     """
-    header = f"{'init':<11} {'backbone':<9} {'steps':>6} {'cleft Dice':>10} {'final loss':>10} {'encoder loaded':>15}"
-    rows = [header, "-" * len(header)]
-    for init, r in results.items():
-        rows.append(
-            f"{init:<11} {r['backbone']:<9} {r['iterations']:>6} {r['dice']:>10.4f} {r['final_loss']:>10.4f} "
-            f"{str(r['encoder_tensors_loaded']) + '/' + str(r['encoder_tensors']):>15}"
+    header = ("init", "backbone", "steps", "cleft Dice", "final loss", "encoder loaded")
+    rows = [
+        (
+            init,
+            str(r["backbone"]),
+            str(r["iterations"]),
+            f"{r['dice']:.4f}",
+            f"{r['final_loss']:.4f}",
+            f"{r['encoder_tensors_loaded']}/{r['encoder_tensors']}",
         )
-    return "\n".join(rows)
+        for init, r in results.items()
+    ]
+    return text_table(header, rows, right=(2, 3, 4, 5))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,17 +22,12 @@ from torch import nn
 
 from synclr_monai.evaluation.embeddings import compute_embeddings
 from synclr_monai.evaluation.metrics import knn_accuracy, linear_probe_accuracy
+from synclr_monai.networks.utils import unwrap_parallel
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = ["EmbeddingEvalHandler", "labelled_cubes_from_dataset"]
-
-
-def _unwrap(network: nn.Module | None) -> nn.Module | None:
-    """The model inside a DistributedDataParallel / DataParallel wrapper."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return network.module if isinstance(network, wrappers) else network
 
 
 class EmbeddingEvalHandler:
@@ -165,7 +160,7 @@ class EmbeddingEvalHandler:
         iteration = engine.state.iteration
         if self._last is not None and self._last[0] == iteration:
             return self._last[1]
-        network = _unwrap(getattr(engine, "network", None))
+        network = unwrap_parallel(getattr(engine, "network", None))
         encode = self.encode_fn
         if encode is None:
             if network is None or not hasattr(network, "encode"):

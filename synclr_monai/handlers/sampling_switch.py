@@ -27,8 +27,8 @@ class FallbackCount(Metric):
 
     Mask-aware sampling retries a limited number of times to find a cube with enough cleft voxels and
     otherwise falls back to a random cube, marking the sample. The count is read from the batch, so it is
-    right with data-loader workers (the dataset copies in workers keep their own counters), and it is summed
-    over processes under torch.distributed. Batches without the key count nothing.
+    right with data-loader workers, and it is summed over processes under torch.distributed. Batches
+    without the key count nothing.
 
     Args:
         key: the batch key.

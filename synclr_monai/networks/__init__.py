@@ -3,7 +3,7 @@
 from synclr_monai.networks.export import EncoderMismatchError, load_encoder, read_encoder_metadata, save_encoder
 from synclr_monai.networks.factory import BACKBONE_NAMES, build_backbone
 from synclr_monai.networks.projection import ProjectionHead
-from synclr_monai.networks.resnet_encoder import RESNET_ARCHS, ResNetEncoder
+from synclr_monai.networks.resnet_encoder import RESNET_ARCHS, ResNetFeatureEncoder
 from synclr_monai.networks.simclr import SimCLR, build_simclr
 from synclr_monai.networks.swin_encoder import SwinEncoder
 
@@ -12,7 +12,7 @@ __all__ = [
     "EncoderMismatchError",
     "ProjectionHead",
     "RESNET_ARCHS",
-    "ResNetEncoder",
+    "ResNetFeatureEncoder",
     "SimCLR",
     "SwinEncoder",
     "build_backbone",

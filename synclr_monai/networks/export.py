@@ -32,6 +32,7 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from synclr_monai.errors import UserError
+from synclr_monai.networks.utils import unwrap_parallel
 from synclr_monai.utils import atomic_output
 
 __all__ = [
@@ -82,13 +83,6 @@ class EncoderMismatchError(UserError, RuntimeError):
         self.mismatched = mismatched
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip (Distributed)DataParallel wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
-
-
 def _find_encoder(network: nn.Module, kinds: tuple[type[nn.Module], ...]) -> tuple[str, nn.Module]:
     """Find the single submodule of one of ``kinds`` in ``network``.
 
@@ -125,7 +119,7 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     Raises:
         TypeError: when the model holds no MONAI ResNet/SwinTransformer, or several.
     """
-    _, encoder = _find_encoder(_unwrap(model), (ResNet, SwinTransformer))
+    _, encoder = _find_encoder(unwrap_parallel(model), (ResNet, SwinTransformer))
     prefix = SWIN_PREFIX if isinstance(encoder, SwinTransformer) else ""
     return {
         f"{prefix}{key}": value.detach().cpu().clone()
@@ -152,7 +146,7 @@ def encoder_keys(network: nn.Module, kind: str) -> list[str]:
     if kind not in ("resnet", "swin"):
         raise ValueError(f"kind must be 'resnet' or 'swin', got {kind!r}.")
     is_swin = kind == "swin"
-    prefix, encoder = _find_encoder(_unwrap(network), (SwinTransformer,) if is_swin else (ResNet,))
+    prefix, encoder = _find_encoder(unwrap_parallel(network), (SwinTransformer,) if is_swin else (ResNet,))
     return [prefix + k for k in encoder.state_dict() if is_swin or not k.startswith(RESNET_HEAD_PREFIX)]
 
 
@@ -165,7 +159,7 @@ def exportable_encoder(
     """The backbone as the module whose state dict has exactly the keys of an encoder export.
 
     This is the bundle's ``network_def``: MONAI's ``ckpt_export`` loads ``model.pt`` into it with a strict
-    ``load_state_dict`` and converts it to TorchScript. Our :class:`ResNetEncoder` holds the MONAI ResNet as
+    ``load_state_dict`` and converts it to TorchScript. Our :class:`ResNetFeatureEncoder` holds the MONAI ResNet as
     ``resnet`` (keys ``resnet.*``) while the export has the plain ResNet keys, so for ResNets the MONAI
     ``ResNet`` itself is returned (built with ``feed_forward=False``, its forward is exactly the backbone's:
     the globally pooled ``[B, F]`` features). A :class:`SwinEncoder`'s keys (``swinViT.*``) already equal
@@ -191,14 +185,14 @@ def exportable_encoder(
     """
     # imported here: the factory imports the encoders, which need nothing from this module
     from synclr_monai.networks.factory import build_backbone
-    from synclr_monai.networks.resnet_encoder import ResNetEncoder
+    from synclr_monai.networks.resnet_encoder import ResNetFeatureEncoder
 
     merged = {**dict(backbone_kwargs or {}), **kwargs}
     channels = merged.pop("in_channels", in_channels)
     if channels != in_channels:
         raise ValueError(f"backbone_kwargs say in_channels={channels} but in_channels={in_channels} was given.")
     network = build_backbone(backbone, in_channels=in_channels, **merged)
-    return network.resnet if isinstance(network, ResNetEncoder) else network
+    return network.resnet if isinstance(network, ResNetFeatureEncoder) else network
 
 
 def metadata_path(path: str | os.PathLike) -> Path:
@@ -238,7 +232,7 @@ def save_encoder(
     if path.suffix == ".json":
         raise ValueError(f"{path}: the encoder file must not end in .json; the sidecar metadata uses that name.")
     state = encoder_state_dict(model_or_backbone)
-    backbone = _unwrap(model_or_backbone)
+    backbone = unwrap_parallel(model_or_backbone)
     backbone = getattr(backbone, "backbone", backbone)  # SimCLR -> its backbone, for name/config
     info: dict[str, Any] = {
         "format": ENCODER_FORMAT,

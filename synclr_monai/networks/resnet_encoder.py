@@ -11,7 +11,7 @@ from torch import nn
 
 from synclr_monai.networks.utils import check_input_shape
 
-__all__ = ["RESNET_ARCHS", "ResNetEncoder"]
+__all__ = ["RESNET_ARCHS", "ResNetFeatureEncoder"]
 
 #: MONAI ResNet factory names this encoder accepts.
 RESNET_ARCHS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "resnet50")
@@ -22,7 +22,7 @@ RESNET_ARCHS: tuple[str, ...] = ("resnet10", "resnet18", "resnet34", "resnet50")
 _RESERVED_KWARGS = ("n_input_channels", "feed_forward", "num_classes", "pretrained", "progress")
 
 
-class ResNetEncoder(nn.Module):
+class ResNetFeatureEncoder(nn.Module):
     """A MONAI :class:`~monai.networks.nets.ResNet` without its classifier, returning ``[B, F]`` features.
 
     The MONAI network is held as the submodule ``resnet``, so the state-dict key ``resnet.<k>`` of
@@ -61,7 +61,9 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"in_channels must be positive, got {in_channels}.")
         reserved = sorted(set(resnet_kwargs) & set(_RESERVED_KWARGS))
         if reserved:
-            raise ValueError(f"ResNetEncoder sets {reserved} itself; do not pass them (reserved: {_RESERVED_KWARGS}).")
+            raise ValueError(
+                f"ResNetFeatureEncoder sets {reserved} itself; do not pass them (reserved: {_RESERVED_KWARGS})."
+            )
         self.name = arch
         self.in_channels = in_channels
         self.spatial_dims = spatial_dims

@@ -4,7 +4,7 @@
   pretrained :class:`~synclr_monai.networks.SwinEncoder` (``feature_size``, ``depths``, ``num_heads``, ...),
   so that its ``swinViT`` takes the export as is.
 - ``resnet*``: :class:`ResNetUNet`, MONAI ``FlexibleUNet``'s decoder (``UNetDecoder``) and head
-  (``SegmentationHead``) on our :class:`~synclr_monai.networks.ResNetEncoder`. ``FlexibleUNet`` itself
+  (``SegmentationHead``) on our :class:`~synclr_monai.networks.ResNetFeatureEncoder`. ``FlexibleUNet`` itself
   cannot hold the pretrained encoder: its ResNet encoder fixes the shortcut per architecture to the
   MedicalNet values (``resnet18``/``resnet34``: shortcut "A", which has no downsampling convolutions;
   ``resnet10``/``resnet50``: downsampling without bias), whereas our backbone is MONAI's ``resnet18()``
@@ -37,7 +37,7 @@ from synclr_monai.networks.export import (
     read_encoder_metadata,
 )
 from synclr_monai.networks.factory import BACKBONE_NAMES, build_backbone
-from synclr_monai.networks.resnet_encoder import ResNetEncoder
+from synclr_monai.networks.resnet_encoder import ResNetFeatureEncoder
 
 __all__ = [
     "ResNetUNet",
@@ -56,7 +56,7 @@ _SHAPE_KWARGS = ("in_channels", "spatial_dims")
 class ResNetUNet(nn.Module):
     """U-Net on a MONAI ResNet encoder: our ResNet backbone with ``FlexibleUNet``'s decoder and head.
 
-    The encoder is a :class:`~synclr_monai.networks.ResNetEncoder` (held as ``encoder``; the MONAI ResNet
+    The encoder is a :class:`~synclr_monai.networks.ResNetFeatureEncoder` (held as ``encoder``; the MONAI ResNet
     is ``encoder.resnet``), built exactly as in pre-training, so an exported encoder loads strictly. Its
     stem (stride 2) and four stages (strides 4 to 32) feed MONAI's ``UNetDecoder`` as the skip
     connections, as in ``FlexibleUNet``; the head maps the full-resolution decoder output to
@@ -74,7 +74,7 @@ class ResNetUNet(nn.Module):
         act: decoder activation.
         dropout: decoder dropout.
         upsample: ``"nontrainable"``, ``"deconv"`` or ``"pixelshuffle"``.
-        backbone_kwargs: further :class:`ResNetEncoder` arguments (``conv1_t_stride``, ``shortcut_type``,
+        backbone_kwargs: further :class:`ResNetFeatureEncoder` arguments (``conv1_t_stride``, ``shortcut_type``,
             ``widen_factor``, ...), as recorded in the export's sidecar.
 
     Raises:
@@ -99,7 +99,7 @@ class ResNetUNet(nn.Module):
         super().__init__()
         if len(decoder_channels) != 5:
             raise ValueError(f"decoder_channels needs 5 entries (one per encoder level), got {decoder_channels}.")
-        self.encoder: ResNetEncoder = build_backbone(
+        self.encoder: ResNetFeatureEncoder = build_backbone(
             arch, in_channels=in_channels, spatial_dims=spatial_dims, **dict(backbone_kwargs or {})
         )
         resnet = self.encoder.resnet

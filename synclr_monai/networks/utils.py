@@ -1,10 +1,18 @@
-"""Small helpers shared by the backbones."""
+"""Small helpers shared by the backbones, the export and the handlers."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-__all__ = ["check_input_shape"]
+__all__ = ["check_input_shape", "unwrap_parallel"]
+
+
+def unwrap_parallel(model: nn.Module | None) -> nn.Module | None:
+    """The model inside any (Distributed)DataParallel wrappers (``None`` stays ``None``)."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
 
 
 def check_input_shape(x: torch.Tensor, in_channels: int, spatial_dims: int) -> None:

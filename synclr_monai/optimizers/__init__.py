@@ -2,12 +2,12 @@
 
 from synclr_monai.optimizers.lars import LARS, is_lars_excluded, lars_param_groups
 from synclr_monai.optimizers.factory import OPTIMIZERS, build_optimizer
-from synclr_monai.optimizers.lr_scheduler import WarmupCosineSchedule, scaled_lr
+from synclr_monai.optimizers.lr_scheduler import WarmupCosineLR, scaled_lr
 
 __all__ = [
     "LARS",
     "OPTIMIZERS",
-    "WarmupCosineSchedule",
+    "WarmupCosineLR",
     "build_optimizer",
     "is_lars_excluded",
     "lars_param_groups",

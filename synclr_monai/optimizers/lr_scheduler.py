@@ -7,7 +7,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["WarmupCosineSchedule", "scaled_lr"]
+__all__ = ["WarmupCosineLR", "scaled_lr"]
 
 
 def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
@@ -29,7 +29,7 @@ def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
     return base_lr * batch_size / reference
 
 
-class WarmupCosineSchedule(LambdaLR):
+class WarmupCosineLR(LambdaLR):
     """Linear warm-up to the base learning rate, then cosine decay to ``min_lr_ratio`` of it.
 
     Step it once per iteration (after ``optimizer.step()``). The factor applied at iteration ``t``

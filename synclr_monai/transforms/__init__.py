@@ -17,19 +17,16 @@ from .functional import (
     retained_voxels,
     rotate90,
 )
-from .intensity import RandRawGaussianSmooth, RandRawGaussianSmoothd, RandRawIntensityJitter, RandRawIntensityJitterd
 from .mask import RandMaskDropout, RandMaskDropoutd
 from .params import TwoViewParams, ViewParams, sample_two_view_params, sample_view_params
 from .sampling import (
     CleftComponents,
     CleftComponentsd,
     MaskAwareCubeSamplerd,
-    RandCubeSampler,
     RandCubeSamplerd,
     check_bbox_arrays,
     find_cleft_components,
 )
-from .spatial import RandCropResize, RandCropResized, RandPlaneRotate90, RandPlaneRotate90d
 from .views import RandTwoViewd
 
 __all__ = [
@@ -43,18 +40,9 @@ __all__ = [
     "PRE_CHANNEL",
     "RAW_CHANNEL",
     "ROTATION_PLANES",
-    "RandCropResize",
-    "RandCropResized",
-    "RandCubeSampler",
     "RandCubeSamplerd",
     "RandMaskDropout",
     "RandMaskDropoutd",
-    "RandPlaneRotate90",
-    "RandPlaneRotate90d",
-    "RandRawGaussianSmooth",
-    "RandRawGaussianSmoothd",
-    "RandRawIntensityJitter",
-    "RandRawIntensityJitterd",
     "RandTwoViewd",
     "TwoViewParams",
     "ViewParams",

@@ -16,13 +16,12 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cc3d
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from scipy import ndimage
+from monai.transforms import MapTransform, Randomizable
 
-from .config import RAW_CHANNEL
-from .functional import as_float_tensor, cut_cube, retained_voxels, zscore_
+from .functional import cut_cube, retained_voxels
 from .views import RandTwoViewd
 
 __all__ = [
@@ -30,13 +29,12 @@ __all__ = [
     "find_cleft_components",
     "CleftComponentsd",
     "check_bbox_arrays",
-    "RandCubeSampler",
     "RandCubeSamplerd",
     "MaskAwareCubeSamplerd",
     "PAIR_MODES",
 ]
 
-_STRUCTURE_RANK = {6: 1, 18: 2, 26: 3}
+_CONNECTIVITIES = (6, 18, 26)
 
 #: How the two views of a mask-aware sample are made: from one cube, or from two cubes around one cleft.
 PAIR_MODES = ("same_crop", "nearby")
@@ -164,53 +162,32 @@ class CleftComponents:
         return start
 
 
-def find_cleft_components(
-    cleft: np.ndarray, min_size: int = 100, connectivity: int = 26, backend: str = "auto"
-) -> CleftComponents:
+def find_cleft_components(cleft: np.ndarray, min_size: int = 100, connectivity: int = 26) -> CleftComponents:
     """Connected components of a binary cleft mask, keeping those with at least ``min_size`` voxels.
 
     Args:
         cleft: ``[Z, Y, X]`` mask (non-zero = cleft).
         min_size: components with fewer voxels are ignored.
-        connectivity: 6, 18 or 26.
-        backend: ``"cc3d"`` (connected-components-3d: fast, smallest label dtype), ``"scipy"``
-            (``scipy.ndimage.label``) or ``"auto"`` (cc3d when installed).
+        connectivity: 6, 18 or 26 (labelled by connected-components-3d, a required dependency).
 
     Returns:
         The components, in label order.
 
     Raises:
-        ValueError: not 3-D, a bad connectivity or backend, or a negative ``min_size``.
-        ImportError: ``backend="cc3d"`` without cc3d installed.
+        ValueError: not 3-D, a bad connectivity, or a negative ``min_size``.
     """
     if cleft.ndim != 3:
         raise ValueError(f"find_cleft_components: expected a [Z, Y, X] mask, got shape {cleft.shape}")
-    if connectivity not in _STRUCTURE_RANK:
+    if connectivity not in _CONNECTIVITIES:
         raise ValueError(f"find_cleft_components: connectivity must be 6, 18 or 26, got {connectivity}")
     if min_size < 0:
         raise ValueError(f"find_cleft_components: min_size must be >= 0, got {min_size}")
-    if backend not in ("auto", "cc3d", "scipy"):
-        raise ValueError(f"find_cleft_components: backend must be 'auto', 'cc3d' or 'scipy', got {backend!r}")
     binary = np.asarray(cleft) != 0
-    cc3d = None
-    if backend in ("auto", "cc3d"):
-        try:
-            import cc3d  # type: ignore[import-not-found]
-        except ImportError:
-            if backend == "cc3d":
-                raise
-    if cc3d is not None:
-        labels = cc3d.connected_components(binary, connectivity=connectivity, binary_image=True)
-        stats = cc3d.statistics(labels)
-        counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
-        boxes = stats["bounding_boxes"]
-        ids = range(1, len(counts))
-    else:
-        structure = ndimage.generate_binary_structure(3, _STRUCTURE_RANK[connectivity])
-        labels, n = ndimage.label(binary, structure=structure)
-        counts = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
-        boxes = [None, *ndimage.find_objects(labels)]
-        ids = range(1, n + 1)
+    labels = cc3d.connected_components(binary, connectivity=connectivity, binary_image=True)
+    stats = cc3d.statistics(labels)
+    counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
+    boxes = stats["bounding_boxes"]
+    ids = range(1, len(counts))
     starts, stops, sizes, masks = [], [], [], []
     for lab in ids:
         box = boxes[lab]
@@ -234,7 +211,6 @@ class CleftComponentsd(MapTransform):
         min_size: components with fewer voxels are ignored (the lab rejected cubes under 100 cleft voxels).
         connectivity: 6, 18 or 26.
         output_key: where to write the :class:`CleftComponents`.
-        backend: see :func:`find_cleft_components`.
         allow_missing_keys: don't raise for a missing key.
     """
 
@@ -245,14 +221,13 @@ class CleftComponentsd(MapTransform):
         min_size: int = 100,
         connectivity: int = 26,
         output_key: str = "cleft_components",
-        backend: str = "auto",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"CleftComponentsd: expected one key, got {self.keys}")
         self.channel, self.min_size, self.connectivity = int(channel), int(min_size), int(connectivity)
-        self.output_key, self.backend = output_key, backend
+        self.output_key = output_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -263,51 +238,8 @@ class CleftComponentsd(MapTransform):
                     f"{_item_name(d)}: CleftComponentsd needs a [C, Z, Y, X] mask with channel {self.channel}, "
                     f"got {mask.shape}"
                 )
-            d[self.output_key] = find_cleft_components(
-                mask[self.channel], self.min_size, self.connectivity, self.backend
-            )
+            d[self.output_key] = find_cleft_components(mask[self.channel], self.min_size, self.connectivity)
         return d
-
-
-class RandCubeSampler(RandomizableTransform):
-    """Cut a cube at a position uniform over all valid positions of a ``[C, Z, Y, X]`` volume.
-
-    Args:
-        cube_size: the cube edge S.
-        zscore_channel: channel z-scored again over the cube (the raw), or None.
-
-    Raises:
-        ValueError: a non-positive ``cube_size``; at call time a cube larger than the volume.
-    """
-
-    def __init__(self, cube_size: int = 80, zscore_channel: int | None = RAW_CHANNEL) -> None:
-        RandomizableTransform.__init__(self, prob=1.0)
-        self.cube_size = _check_cube_size(cube_size)
-        self.zscore_channel = zscore_channel
-        self.start = np.zeros(3, dtype=np.int64)
-
-    def randomize(self, spatial_shape: Sequence[int]) -> np.ndarray:  # type: ignore[override]
-        """Draw the cube's start in ``spatial_shape`` (kept in ``self.start``)."""
-        if len(spatial_shape) != 3 or any(self.cube_size > s for s in spatial_shape):
-            raise ValueError(
-                f"RandCubeSampler: cube_size {self.cube_size} does not fit in a volume of shape {tuple(spatial_shape)}"
-            )
-        self.start = np.array([self.R.randint(s - self.cube_size + 1) for s in spatial_shape], dtype=np.int64)
-        return self.start
-
-    def __call__(self, img: Any, randomize: bool = True) -> Any:
-        """Cut a ``[C, S, S, S]`` float32 cube (a copy) from ``img`` ``[C, Z, Y, X]``."""
-        if getattr(img, "ndim", 0) != 4:
-            raise ValueError(
-                f"RandCubeSampler: expected a [C, Z, Y, X] volume, got shape {tuple(getattr(img, 'shape', ()))}"
-            )
-        if randomize:
-            self.randomize(img.shape[1:])
-        sl = (slice(None), *(slice(int(a), int(a) + self.cube_size) for a in self.start))
-        cube = np.array(np.asarray(img[sl]), dtype=np.float32)
-        if self.zscore_channel is not None:
-            zscore_(cube[self.zscore_channel])
-        return as_float_tensor(cube)
 
 
 class RandCubeSamplerd(Randomizable, MapTransform):
@@ -368,9 +300,8 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
     number of the component's voxels that survive each view's spatial transforms (rotation, crop), over
     the component's size, is at least ``min_shared_fraction``; without a view transform the cube itself
     is checked. After ``1 + max_retries`` failed attempts the best one is used and the sample is flagged
-    as a fallback; a bbox without components falls back to a uniformly random cube. ``fallback_count``
-    counts fallbacks in this process; ``data[fallback_key]`` (0/1) carries the flag out of DataLoader
-    workers so a handler can sum it over a batch.
+    as a fallback; a bbox without components falls back to a uniformly random cube. ``data[fallback_key]``
+    (0/1) carries the flag out of DataLoader workers so a handler (``FallbackCount``) can sum it over a batch.
 
     Args:
         keys: the raw and mask keys, in that order.
@@ -440,7 +371,6 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         self.min_shared_fraction = float(min_shared_fraction)
         self.max_retries = int(max_retries)
         self.output_key, self.start_key, self.fallback_key = output_key, start_key, fallback_key
-        self.fallback_count = 0
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
@@ -509,7 +439,6 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         else:
             fraction, start, params, start2 = best
             fallback = fraction < self.min_shared_fraction
-        self.fallback_count += int(fallback)
         d[self.output_key] = cut_cube(raw, mask, start, self.cube_size, context=self.context, pad=True)
         if self.pair_mode == "nearby":
             second = start if start2 is None else start2

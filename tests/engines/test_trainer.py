@@ -11,7 +11,7 @@ from toy_training import TinyNet, assert_same_weights, make_loader, make_trainer
 
 from synclr_monai.engines import AccumulationPhase, accumulation_phase, resolve_amp_dtype, total_optimizer_steps
 from synclr_monai.losses import NTXentLoss
-from synclr_monai.optimizers import WarmupCosineSchedule
+from synclr_monai.optimizers import WarmupCosineLR
 
 
 def record_outputs(trainer) -> list[dict]:
@@ -267,7 +267,7 @@ def test_schedule_sized_by_total_optimizer_steps_lasts_the_whole_run():
     trainer = make_trainer(max_epochs=epochs, loader=loader, accumulation_steps=2, lr=1e-3)
     steps = total_optimizer_steps(epochs, len(loader), 2)
     assert trainer.optimizer_steps == steps == 200
-    trainer.lr_scheduler = WarmupCosineSchedule(trainer.optimizer, warmup_steps=20, total_steps=steps)
+    trainer.lr_scheduler = WarmupCosineLR(trainer.optimizer, warmup_steps=20, total_steps=steps)
     lrs: list[float] = []
     trainer.optimizer.register_step_pre_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
     trainer.run()
@@ -279,6 +279,6 @@ def test_schedule_sized_by_total_optimizer_steps_lasts_the_whole_run():
 def test_schedule_shorter_than_the_run_is_refused():
     trainer = make_trainer(max_epochs=100, loader=make_loader(n=6, batch_size=2), accumulation_steps=2)
     # the old arithmetic: 100 * 3 // 2 = 150 steps for a run of 200
-    trainer.lr_scheduler = WarmupCosineSchedule(trainer.optimizer, warmup_steps=10, total_steps=150)
+    trainer.lr_scheduler = WarmupCosineLR(trainer.optimizer, warmup_steps=10, total_steps=150)
     with pytest.raises(ValueError, match=r"total_steps=150 but the run takes 200 optimizer steps"):
         trainer.run()

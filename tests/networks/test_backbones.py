@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synclr_monai.networks import BACKBONE_NAMES, ResNetEncoder, SwinEncoder, build_backbone
+from synclr_monai.networks import BACKBONE_NAMES, ResNetFeatureEncoder, SwinEncoder, build_backbone
 
 SWIN_TINY = {"feature_size": 12}
 
@@ -16,7 +16,7 @@ SWIN_TINY = {"feature_size": 12}
 )
 def test_resnet_feature_sizes(name, features):
     net = build_backbone(name).eval()
-    assert isinstance(net, ResNetEncoder)
+    assert isinstance(net, ResNetFeatureEncoder)
     assert net.out_features == features
     with torch.no_grad():
         for size in (16, 32):

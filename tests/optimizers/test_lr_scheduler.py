@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from synclr_monai.optimizers import LARS, WarmupCosineSchedule, scaled_lr
+from synclr_monai.optimizers import LARS, WarmupCosineLR, scaled_lr
 
 
 def _lrs(schedule_kwargs: dict, base_lrs: tuple[float, ...] = (2.0,), steps: int = 20) -> list[list[float]]:
     """Learning rate of every group at each iteration, as the optimiser sees it for that step."""
     groups = [{"params": [nn.Parameter(torch.ones(1))], "lr": lr} for lr in base_lrs]
     opt = torch.optim.SGD(groups, lr=1.0)
-    sched = WarmupCosineSchedule(opt, **schedule_kwargs)
+    sched = WarmupCosineLR(opt, **schedule_kwargs)
     seen = []
     for _ in range(steps):
         seen.append([g["lr"] for g in opt.param_groups])
@@ -48,7 +48,7 @@ def test_no_warmup_and_groups_scale_together():
 def test_resume_from_state_dict():
     def make():
         opt = LARS([nn.Parameter(torch.ones(2, 2))], lr=1.0)
-        return opt, WarmupCosineSchedule(opt, warmup_steps=3, total_steps=10, min_lr_ratio=0.05)
+        return opt, WarmupCosineLR(opt, warmup_steps=3, total_steps=10, min_lr_ratio=0.05)
 
     opt, sched = make()
     for _ in range(5):
@@ -76,7 +76,7 @@ def test_resume_from_state_dict():
 def test_bad_arguments_raise(kwargs):
     opt = torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=1.0)
     with pytest.raises(ValueError):
-        WarmupCosineSchedule(opt, **kwargs)
+        WarmupCosineLR(opt, **kwargs)
 
 
 def test_scaled_lr():

@@ -18,7 +18,7 @@ from synclr_monai.engines import ContrastiveTrainer
 from synclr_monai.handlers import CheckpointHandler, DatasetEpochSetter, list_checkpoints
 from synclr_monai.losses import NTXentLoss
 from synclr_monai.networks import build_simclr
-from synclr_monai.optimizers import LARS, WarmupCosineSchedule, lars_param_groups
+from synclr_monai.optimizers import LARS, WarmupCosineLR, lars_param_groups
 
 EPOCHS, EPOCH_LENGTH, STOP_AT = 3, 4, 7  # 2 bboxes x 8 cubes / batch 4; checkpoints every 3 iterations: 3, 6, 9, 12
 
@@ -37,7 +37,7 @@ def _trainer(root: Path, out: Path, cache: Path, stop_at: int | None, record: di
     trainer = ContrastiveTrainer(
         device="cpu", max_epochs=EPOCHS, train_data_loader=loader, network=network, optimizer=optimizer,
         loss_function=NTXentLoss(temperature=0.5), clip_grad_norm=1.0,
-        lr_scheduler=WarmupCosineSchedule(optimizer, warmup_steps=2, total_steps=EPOCHS * EPOCH_LENGTH),
+        lr_scheduler=WarmupCosineLR(optimizer, warmup_steps=2, total_steps=EPOCHS * EPOCH_LENGTH),
         train_handlers=[CheckpointHandler(out, save_interval=3, n_saved=2, resume="auto"), DatasetEpochSetter()],
     )
 
