@@ -152,7 +152,7 @@ def export_stem_stride_1(tmp_path):
 
 def test_inference_rebuilds_the_encoder_with_the_sidecar_backbone_kwargs(synthetic_root, tmp_path):
     path = export_stem_stride_1(tmp_path)
-    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False, rotations=1)
     ids, vectors, attrs = read_embeddings(h5)
     vol = assemble_bbox(find_bboxes(synthetic_root)[0])
     row = vol.synapses.iloc[0]
