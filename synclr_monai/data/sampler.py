@@ -95,10 +95,12 @@ class ResumableSampler(DistributedSampler):
         g.manual_seed(self.seed + self.epoch)
         n = len(self.dataset)
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        buckets: list[list[int]] = [[] for _ in range(self.groups)]
+        for i in order:  # one pass; each bucket keeps the shuffled order
+            buckets[i % self.groups].append(i)
         full: list[list[int]] = []
         tails: list[list[int]] = []
-        for k in range(self.groups):
-            members = [i for i in order if i % self.groups == k]
+        for members in buckets:
             for j in range(0, len(members), self.group_batch):
                 run = members[j : j + self.group_batch]
                 (full if len(run) == self.group_batch else tails).append(run)
