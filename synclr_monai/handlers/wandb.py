@@ -229,4 +229,3 @@ class WandBHandler:
         # Ignite stops re-raising once an EXCEPTION_RAISED handler exists, so re-raise after closing.
         self.close(engine, exit_code=1)
         raise error
-
