@@ -136,3 +136,23 @@ def test_train_config_plans_every_optimizer_step(synthetic_root):
     parser.update({"iterations_per_epoch": 3, "accumulation_steps": 2, "max_epochs": 100, "warmup_epochs": 10})
     assert parser.get_parsed_content("optimizer_steps") == 200
     assert parser.get_parsed_content("lr_scheduler#warmup_steps") == 20
+
+
+def test_train_config_cuts_every_batch_from_one_bbox(synthetic_root, tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update(
+        {"dataset_dir": str(synthetic_root), "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+         "cube_size": 16, "cubes_per_bbox": 4, "batch_size": 2, "num_workers": 0, "progress_bar": False}
+    )  # fmt: skip
+    sampler = parser.get_parsed_content("sampler")
+    n_bboxes = parser.get_parsed_content("dataset").n_bboxes
+    assert n_bboxes == 2 and sampler.groups == n_bboxes and sampler.group_batch == 2
+    indices = list(iter(sampler))
+    assert sorted(indices) == list(range(8))
+    assert all(len({i % n_bboxes for i in indices[j : j + 2]}) == 1 for j in range(0, 8, 2))
+    # switched off: plain shuffling
+    parser.update({"same_bbox_batches": False})
+    assert parser.get_parsed_content("sampler", lazy=False).groups is None

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from synclr_monai.__main__ import main as dispatch
-from synclr_monai.evaluation.baselines import pca_embeddings, raw_channel_matrix
+from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings, raw_channel_matrix
 from synclr_monai.evaluation.cli import main
 from synclr_monai.evaluation.embeddings import iter_dataset_cubes, read_embeddings, write_embeddings
 from synclr_monai.evaluation.labels import join_labels, read_labels
@@ -124,4 +124,11 @@ def test_inference_and_evaluate_with_baselines_on_synthetic_data(tmp_path):
     row = table.set_index("method").loc["pca_raw"]
     assert row["knn_acc"] == pytest.approx(knn_accuracy(pca, y, k=3).mean)
     assert row["linear_acc"] == pytest.approx(linear_probe_accuracy(pca, y).mean)
+    # the random baseline is embedded as the scored embeddings were: averaged over the 24 rotations
+    assert attrs["rotations"] == 24
+    ordered = [cubes[(b, v)] for b, v in zip(ids["bbox_name"], ids["Var1"])]
+    _, rand = random_encoder_embeddings(ordered, "resnet10", attrs["backbone_kwargs"], seed=0, rotations=24)
+    row = table.set_index("method").loc["random_init"]
+    assert row["knn_acc"] == pytest.approx(knn_accuracy(rand, y, k=3).mean)
+    assert row["linear_acc"] == pytest.approx(linear_probe_accuracy(rand, y).mean)
     assert _valid_png(out / "embedding_2d.png") and _valid_png(out / "cluster_examples.png")
