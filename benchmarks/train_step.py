@@ -12,6 +12,9 @@ Examples::
     # CPU, chosen configurations (cross product of backbones and sizes)
     python benchmarks/train_step.py --backbones resnet10 swin --sizes 16 32 --batch 2
 
+    # the demo's encoder against the full-width one, in one run (1-channel masked input, batch 16)
+    python benchmarks/train_step.py --backbones resnet10 --sizes 32 --batch 16 --in-channels 1 --widen-factors 1 0.5
+
     # GPU, bf16 autocast, lab batch; halve the batch on out-of-memory
     python benchmarks/train_step.py --device cuda --amp --backbones resnet18 resnet50 swin \\
         --sizes 80 --batch 64 --iters 20 --warmup 5 --fit-batch
@@ -175,7 +178,12 @@ def measure_step(
 
 
 def build_setup(
-    backbone: str, cube: int, batch: int, device: str | torch.device, backbone_kwargs: Mapping[str, Any] | None = None
+    backbone: str,
+    cube: int,
+    batch: int,
+    device: str | torch.device,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    in_channels: int = 3,
 ) -> tuple[nn.Module, dict[str, torch.Tensor], nn.Module, torch.optim.Optimizer]:
     """The lab's training set-up for one configuration, with a random batch.
 
@@ -185,30 +193,36 @@ def build_setup(
         batch: pairs per step.
         device: where to put the model and the batch.
         backbone_kwargs: extra backbone arguments.
+        in_channels: input channels (3: raw + masks; 1: the ``masked`` or ``raw`` input).
 
     Returns:
         ``(model, batch, loss_fn, optimizer)``: SimCLR with the 2048 -> 256 projector, ``{"view1",
-        "view2"}`` of shape ``[batch, 3, cube, cube, cube]``, NT-Xent at 0.1, LARS at 0.001 x batch/256.
+        "view2"}`` of shape ``[batch, in_channels, cube, cube, cube]``, NT-Xent at 0.1, LARS at 0.001 x batch/256.
     """
-    model = build_simclr(backbone, **dict(backbone_kwargs or {})).to(device)
-    views = {k: torch.randn(batch, 3, cube, cube, cube, device=device) for k in ("view1", "view2")}
+    model = build_simclr(backbone, in_channels=in_channels, **dict(backbone_kwargs or {})).to(device)
+    views = {k: torch.randn(batch, in_channels, cube, cube, cube, device=device) for k in ("view1", "view2")}
     optimizer = LARS(lars_param_groups(model, 1e-6), lr=scaled_lr(0.001, batch), momentum=0.9, weight_decay=1e-6)
     return model, views, NTXentLoss(0.1), optimizer
 
 
-def _run(args: argparse.Namespace, backbone: str, cube: int) -> dict[str, Any]:
+def _run(args: argparse.Namespace, backbone: str, cube: int, widen: float = 1.0) -> dict[str, Any]:
     """Measure one configuration, halving the batch on CUDA out-of-memory when ``--fit-batch``."""
     kwargs: dict[str, Any] = {}
+    if widen != 1.0:
+        kwargs["widen_factor"] = widen
     if backbone == "swin":
         kwargs["feature_size"] = args.swin_feature_size
         kwargs["use_checkpoint"] = args.swin_checkpoint
     batch = args.batch
     while True:
         try:
-            setup = build_setup(backbone, cube, batch, args.device, kwargs)
+            setup = build_setup(backbone, cube, batch, args.device, kwargs, args.in_channels)
             result = measure_step(*setup, device=args.device, amp=args.amp, iters=args.iters, warmup=args.warmup)
             del setup
-            return {"backbone": backbone, "cube": cube, "amp": args.amp, "device": args.device, **kwargs, **result}
+            return {
+                "backbone": backbone, "cube": cube, "widen": widen, "amp": args.amp, "device": args.device,
+                **kwargs, **result,
+            }  # fmt: skip
         except torch.OutOfMemoryError:
             if not args.fit_batch or batch == 1:
                 raise
@@ -219,15 +233,18 @@ def _run(args: argparse.Namespace, backbone: str, cube: int) -> dict[str, Any]:
         print(f"  {backbone} {cube}^3: out of memory, retrying with batch {batch}", flush=True)
 
 
-def _configurations(args: argparse.Namespace) -> list[tuple[str, int]]:
-    """(backbone, cube) pairs: the cross product of ``--backbones`` and ``--sizes`` when either is given,
-    else a device default. On the CPU the Swin stays at 32^3: at 80^3 (run as 96^3) even feature_size 12
-    takes ~43 s and ~17 GB per step at batch 4 on two cores, too much for a default run."""
+def _configurations(args: argparse.Namespace) -> list[tuple[str, int, float]]:
+    """(backbone, cube, widen factor) triples: the cross product of ``--backbones`` and ``--sizes`` when
+    either is given, else a device default, each ResNet at every ``--widen-factors`` (the Swin at 1). On
+    the CPU the Swin stays at 32^3: at 80^3 (run as 96^3) even feature_size 12 takes ~43 s and ~17 GB per
+    step at batch 4 on two cores, too much for a default run."""
     if args.backbones is None and args.sizes is None and not args.device.startswith("cuda"):
-        return [("resnet18", 32), ("resnet18", 80), ("swin", 32)]
-    if args.backbones is None and args.sizes is None:
-        return [("resnet18", 80), ("resnet50", 80), ("swin", 80)]
-    return [(b, s) for b in args.backbones or ["resnet18", "swin"] for s in args.sizes or [32, 80]]
+        pairs = [("resnet18", 32), ("resnet18", 80), ("swin", 32)]
+    elif args.backbones is None and args.sizes is None:
+        pairs = [("resnet18", 80), ("resnet50", 80), ("swin", 80)]
+    else:
+        pairs = [(b, s) for b in args.backbones or ["resnet18", "swin"] for s in args.sizes or [32, 80]]
+    return [(b, s, w) for b, s in pairs for w in (args.widen_factors if b != "swin" else [1.0])]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,6 +252,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", default=None, help="backbone names (default: resnet18 swin)")
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="cube edges in voxels (default: 32 80)")
     p.add_argument("--batch", type=int, default=4, help="pairs per step")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels (1: the masked or raw input)")
+    p.add_argument(
+        "--widen-factors", nargs="+", type=float, default=[1.0], help="ResNet widen_factor values (default: 1)"
+    )
     p.add_argument("--iters", type=int, default=3, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -272,14 +293,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(f"# {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}")
     else:
         print(f"# CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'backbone':<10} {'cube':>5} {'batch':>5} {'amp':>5} {'s/step':>8} {'pairs/s':>9} {'peak MiB':>9}  memory")
+    print(
+        f"{'backbone':<10} {'widen':>5} {'cube':>5} {'batch':>5} {'amp':>5} {'s/step':>8} {'pairs/s':>9} "
+        f"{'vs first':>8} {'peak MiB':>9}  memory"
+    )
     results = []
-    for backbone, cube in _configurations(args):
-        r = _run(args, backbone, cube)
+    for backbone, cube, widen in _configurations(args):
+        r = _run(args, backbone, cube, widen)
         results.append(r)
+        # speed against the first configuration of this run (ratios, not wall times, compare across machines)
+        ratio = results[0]["step_s"] / r["step_s"]
         print(
-            f"{backbone:<10} {cube:>5} {r['batch_size']:>5} {str(args.amp):>5} {r['step_s']:>8.3f} "
-            f"{r['samples_per_s']:>9.2f} {r['peak_mem_mib']:>9.0f}  {r['mem_kind']}",
+            f"{backbone:<10} {widen:>5g} {cube:>5} {r['batch_size']:>5} {str(args.amp):>5} {r['step_s']:>8.3f} "
+            f"{r['samples_per_s']:>9.2f} {ratio:>7.2f}x {r['peak_mem_mib']:>9.0f}  {r['mem_kind']}",
             flush=True,
         )
     if args.json:
