@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synclr_monai.errors import ConfigError
+
 __all__ = ["CUBE_ROTATION_COUNTS", "cube_rotations", "rotate_cube", "RotationAveragedEncoder"]
 
 #: the supported numbers of rotations: 1 (the cube as cut) or the whole rotation group of the cube
@@ -66,13 +68,18 @@ class RotationAveragedEncoder(nn.Module):
         rotations: 1 (no averaging: the encoder itself) or 24 (the cube's rotation group).
 
     Raises:
-        ValueError: for another number of rotations, or (in ``forward``) non-cubic inputs.
+        ConfigError: (a ``ValueError``) for another number of rotations: a bad ``rotations`` setting, reported
+            as one line by the commands and the bundle.
+        ValueError: (in ``forward``) for non-cubic inputs.
     """
 
     def __init__(self, encoder: nn.Module, rotations: int = 24) -> None:
         super().__init__()
         if int(rotations) not in CUBE_ROTATION_COUNTS:
-            raise ValueError(f"rotations must be one of {CUBE_ROTATION_COUNTS}, got {rotations!r}")
+            raise ConfigError(
+                f"rotations must be one of {CUBE_ROTATION_COUNTS} (1: the cube as cut; 24: the cube's rotation "
+                f"group), got {rotations!r}"
+            )
         self.encoder = encoder
         self.rotations = int(rotations)
         self._group = cube_rotations()[: self.rotations]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from synclr_monai.errors import ConfigError
 from synclr_monai.networks import build_backbone
 from synclr_monai.networks.rotation_average import RotationAveragedEncoder, cube_rotations, rotate_cube
 
@@ -63,7 +64,7 @@ def test_one_rotation_is_the_encoder_itself_and_bad_counts_are_refused():
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(RotationAveragedEncoder(encoder, 1)(x), encoder(x))
-    with pytest.raises(ValueError, match="rotations must be one of"):
+    with pytest.raises(ConfigError, match="rotations must be one of"):  # a UserError: one line, exit 2
         RotationAveragedEncoder(encoder, 12)
     with pytest.raises(ValueError, match="expected cubes"):
         RotationAveragedEncoder(encoder, 24)(torch.randn(1, 1, 16, 16, 8))
