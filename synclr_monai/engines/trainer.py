@@ -16,6 +16,7 @@ from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
+from monai.inferers import Inferer, SimpleInferer
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
@@ -113,6 +114,8 @@ class ContrastiveTrainer(SupervisedTrainer):
         loss_function: contrastive loss called ``loss_function(z1, z2)`` on ``[B, D]`` float32 projections,
             returning a scalar (a non-scalar result is averaged).
         epoch_length: iterations per epoch (default ``len(train_data_loader)``).
+        inferer: runs the network on the concatenated views (default MONAI's ``SimpleInferer``; the bundle's
+            ``train#inferer``).
         batch_augment: makes the views on the device: ``batch_augment(cubes) -> (view1, view2)``; when
             given, batches must hold ``image`` cubes instead of views.
         amp: train with automatic mixed precision.
@@ -162,6 +165,7 @@ class ContrastiveTrainer(SupervisedTrainer):
         optimizer: Optimizer,
         loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         epoch_length: int | None = None,
+        inferer: Inferer | None = None,
         batch_augment: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         amp: bool = False,
         amp_dtype: str | torch.dtype = "bfloat16",
@@ -208,6 +212,7 @@ class ContrastiveTrainer(SupervisedTrainer):
             optimizer=optimizer,
             loss_function=loss_function,
             epoch_length=epoch_length,
+            inferer=SimpleInferer() if inferer is None else inferer,
             non_blocking=non_blocking,
             iteration_update=iteration_update,
             postprocessing=postprocessing,
@@ -345,7 +350,7 @@ class ContrastiveTrainer(SupervisedTrainer):
             with torch.autocast(
                 engine.state.device.type, dtype=engine.amp_dtype, enabled=engine.amp, **engine.amp_kwargs
             ):
-                z = network(torch.cat([view1, view2]))
+                z = engine.inferer(torch.cat([view1, view2]), network)
             # The loss runs in float32: a softmax over 2B candidates at temperature 0.1 loses too much in 16 bits.
             z1, z2 = z.float().chunk(2)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

@@ -2,7 +2,7 @@
 
 from synclr_monai.optimizers.lars import LARS, is_lars_excluded, lars_param_groups
 from synclr_monai.optimizers.factory import OPTIMIZERS, build_optimizer
-from synclr_monai.optimizers.lr_scheduler import WarmupCosineLR, scaled_lr
+from synclr_monai.optimizers.lr_scheduler import WarmupCosineLR, scaled_lr, warmup_cosine_for_epochs
 
 __all__ = [
     "LARS",
@@ -12,4 +12,5 @@ __all__ = [
     "is_lars_excluded",
     "lars_param_groups",
     "scaled_lr",
+    "warmup_cosine_for_epochs",
 ]

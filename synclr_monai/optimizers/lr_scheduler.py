@@ -7,7 +7,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["WarmupCosineLR", "scaled_lr"]
+__all__ = ["WarmupCosineLR", "scaled_lr", "warmup_cosine_for_epochs"]
 
 
 def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
@@ -88,3 +88,45 @@ class WarmupCosineLR(LambdaLR):
             return (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_for_epochs(
+    optimizer: Optimizer,
+    max_epochs: int,
+    iterations_per_epoch: int,
+    accumulation_steps: int = 1,
+    warmup_epochs: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> WarmupCosineLR:
+    """A :class:`WarmupCosineLR` sized in epochs: the step arithmetic of the bundle, in one place.
+
+    The schedule is stepped once per optimizer step, and an epoch of ``iterations_per_epoch`` iterations
+    steps the optimizer ``ceil(iterations_per_epoch / accumulation_steps)`` times
+    (:func:`~synclr_monai.engines.accumulation.total_optimizer_steps`). The warm-up lasts ``warmup_epochs``
+    epochs, at most half the run (a short run still gets its cosine).
+
+    Args:
+        optimizer: the optimiser.
+        max_epochs: epochs of the run.
+        iterations_per_epoch: iterations (batches) per epoch (``len(train_loader)``).
+        accumulation_steps: iterations per optimizer step.
+        warmup_epochs: epochs of linear warm-up.
+        min_lr_ratio: see :class:`WarmupCosineLR`.
+
+    Returns:
+        the scheduler; its ``total_steps`` is the run's number of optimizer steps.
+
+    Raises:
+        ValueError: for non-positive sizes or a negative ``warmup_epochs``.
+
+    Examples:
+        100 epochs of 3 iterations with accumulation 2 step the optimizer 200 times; 10 warm-up epochs are
+        20 of them.
+    """
+    from synclr_monai.engines.accumulation import total_optimizer_steps
+
+    if max_epochs < 1 or warmup_epochs < 0:
+        raise ValueError(f"need max_epochs >= 1 and warmup_epochs >= 0, got {max_epochs} and {warmup_epochs}.")
+    total = total_optimizer_steps(max_epochs, iterations_per_epoch, accumulation_steps)
+    warmup = min(total_optimizer_steps(warmup_epochs, iterations_per_epoch, accumulation_steps), total // 2)
+    return WarmupCosineLR(optimizer, warmup_steps=warmup, total_steps=total, min_lr_ratio=min_lr_ratio)

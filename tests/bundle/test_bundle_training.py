@@ -133,9 +133,12 @@ def test_train_config_plans_every_optimizer_step(synthetic_root):
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     # 3 iterations per epoch, accumulation 2: the trainer steps twice an epoch ([1, 2] [3])
-    parser.update({"iterations_per_epoch": 3, "accumulation_steps": 2, "max_epochs": 100, "warmup_epochs": 10})
-    assert parser.get_parsed_content("optimizer_steps") == 200
-    assert parser.get_parsed_content("lr_scheduler#warmup_steps") == 20
+    parser.update(
+        {"lr_scheduler#iterations_per_epoch": 3, "accumulation_steps": 2, "max_epochs": 100, "warmup_epochs": 10,
+         "lr_scheduler#optimizer": torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)}
+    )  # fmt: skip
+    schedule = parser.get_parsed_content("lr_scheduler")
+    assert schedule.total_steps == 200 and schedule.warmup_steps == 20
 
 
 def test_train_config_cuts_every_batch_from_one_bbox(synthetic_root, tmp_path):
@@ -147,12 +150,27 @@ def test_train_config_cuts_every_batch_from_one_bbox(synthetic_root, tmp_path):
         {"dataset_dir": str(synthetic_root), "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
          "cube_size": 16, "cubes_per_bbox": 4, "batch_size": 2, "num_workers": 0, "progress_bar": False}
     )  # fmt: skip
-    sampler = parser.get_parsed_content("sampler")
-    n_bboxes = parser.get_parsed_content("dataset").n_bboxes
+    sampler = parser.get_parsed_content("train#sampler")
+    n_bboxes = parser.get_parsed_content("train#dataset").n_bboxes
     assert n_bboxes == 2 and sampler.groups == n_bboxes and sampler.group_batch == 2
     indices = list(iter(sampler))
     assert sorted(indices) == list(range(8))
     assert all(len({i % n_bboxes for i in indices[j : j + 2]}) == 1 for j in range(0, 8, 2))
     # switched off: plain shuffling
     parser.update({"same_bbox_batches": False})
-    assert parser.get_parsed_content("sampler", lazy=False).groups is None
+    assert parser.get_parsed_content("train#sampler", lazy=False).groups is None
+
+
+def test_train_config_has_the_model_zoo_ids():
+    from monai.bundle import ConfigParser
+    from monai.bundle.properties import TrainProperties
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    # MONAI's list of what a training bundle defines: train#trainer, train#dataset, train#inferer, ...
+    required = [p["id"] for p in TrainProperties.values() if p["required"]]
+    assert "train::trainer" in required
+    assert [i for i in required if i.replace("::", "#") not in parser] == []
+    for name in ("train#preprocessing", "train#dataloader", "train#handlers", "initialize", "training", "finalize"):
+        assert name in parser, name
+    assert parser["run"] == "@training"  # the model zoo's entry name runs the same list
