@@ -143,7 +143,8 @@ def score(vectors: np.ndarray, types: np.ndarray, bboxes: np.ndarray, seed: int 
 
 
 def embed(data: Path, encoder: Path, cache: Path, rotations: int) -> tuple[pd.DataFrame, np.ndarray]:
-    from synclr_monai.evaluation.embeddings import read_embeddings, run_inference
+    from synclr_monai.evaluation.embeddings import read_embeddings
+    from synclr_monai.inference import run_inference
 
     out = encoder.parent / f"embeddings_r{rotations}"
     h5 = run_inference(data, encoder, out, cache_dir=cache, progress=False, rotations=rotations)
@@ -153,7 +154,7 @@ def embed(data: Path, encoder: Path, cache: Path, rotations: int) -> tuple[pd.Da
 
 def baselines(data: Path, cache: Path, ids: pd.DataFrame, rotations: int) -> dict[str, np.ndarray]:
     from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     cube_size = 32
     cubes = list(iter_dataset_cubes(data, cube_size, cache_dir=cache, ids=ids))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from synclr_monai.evaluation.embeddings import read_embeddings
-from synclr_monai.evaluation.labels import format_ids
+from synclr_monai.data.synapse_labels import format_ids
 
 __all__ = [
     "AtlasInputError",
@@ -247,7 +247,7 @@ def load_cubes(
     Raises:
         AtlasInputError: when the atlas has no dataset folder or no cube size.
     """
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     size = atlas.cube_size(cube_size)
     if atlas.dataset_dir is None or size is None:

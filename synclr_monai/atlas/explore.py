@@ -112,7 +112,7 @@ def render_page(data: dict[str, Any], title: str = "synapse atlas") -> str:
 
 def _thumbnails(atlas: Atlas, limit: int, size: int, cube_size: int | None, cache_dir: Path | None) -> list[str | None]:
     """Base64 PNG data URIs of the first ``limit`` synapses (None for the rest)."""
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     out: list[str | None] = [None] * len(atlas)
     if limit <= 0:

@@ -93,7 +93,7 @@ def read_defects(path: Path, atlas: Atlas, column: str = "defect") -> np.ndarray
     Raises:
         AtlasInputError: naming the file, if the column is missing or synapses lack a row.
     """
-    from synclr_monai.evaluation.labels import format_ids
+    from synclr_monai.data.synapse_labels import format_ids
 
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if column not in table.columns or not {"bbox_name", "Var1"} <= set(table.columns):

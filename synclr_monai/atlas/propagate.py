@@ -34,7 +34,7 @@ from synclr_monai.atlas.common import (
     out_dir,
 )
 from synclr_monai.errors import run_command
-from synclr_monai.evaluation.labels import read_labels
+from synclr_monai.data.synapse_labels import read_labels
 from synclr_monai.evaluation.plots import _new_figure, _save_png
 from synclr_monai.utils import atomic_output
 
@@ -340,7 +340,7 @@ def _baselines(args: argparse.Namespace, atlas: Atlas, rows: np.ndarray) -> dict
     """Random-encoder and raw-PCA embeddings of the synapses ``rows`` (in that order)."""
     from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
     from synclr_monai.evaluation.cli import PCA_RAW, RANDOM_INIT
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     backbone = args.backbone or atlas.attrs.get("backbone")
     size = atlas.cube_size(args.cube_size)

@@ -3,7 +3,7 @@
 from .bbox import BBoxSource, BBoxVolume, assemble_bbox, find_bboxes, synapse_cube, zscore_volume
 from .cache import load_bbox
 from .io import DataFormatError, read_nifti, read_synapse_sheet, read_tiff_stack
-from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for, resolve_label_maps
+from .label_maps import DEFAULT_LABEL_MAPS, LabelMap, label_map_for, resolve_label_maps
 
 __all__ = [
     "BBoxSource",

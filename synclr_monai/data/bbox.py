@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .io import DataFormatError, NIFTI_SUFFIXES, is_nifti, list_slices, read_synapse_sheet, read_volume
-from .labels import LabelMap, label_map_for
+from .label_maps import LabelMap, label_map_for
 
 __all__ = [
     "BBoxSource",

@@ -10,7 +10,7 @@ from monai.transforms import MapTransform
 
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, find_bboxes
 from .cache import load_bbox
-from .labels import resolve_label_maps
+from .label_maps import resolve_label_maps
 
 __all__ = ["LoadBBoxd", "bbox_data_list"]
 

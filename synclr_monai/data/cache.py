@@ -26,7 +26,7 @@ import pandas as pd
 from ..utils import atomic_output
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox, label_problems
 from .io import DataFormatError
-from .labels import LabelMap, label_map_for
+from .label_maps import LabelMap, label_map_for
 
 __all__ = ["CACHE_FORMAT_VERSION", "source_fingerprint", "write_cache", "read_cache", "load_bbox"]
 

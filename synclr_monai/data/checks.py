@@ -19,7 +19,7 @@ from .bbox import BBoxSource, find_bboxes, sheet_point
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
 from .bbox import nonfinite_per_slice
 from .io import DataFormatError, is_nifti, list_slices, read_slice, read_synapse_sheet, read_volume, slice_gaps
-from .labels import LabelMap, label_map_for, resolve_label_maps
+from .label_maps import LabelMap, label_map_for, resolve_label_maps
 
 __all__ = ["BBoxSummary", "CheckReport", "check_bbox", "check_dataset", "main"]
 

@@ -28,55 +28,18 @@ import torch
 from monai.data import CacheDataset
 from monai.transforms import Compose, Lambda, MapTransform, Transform
 
+from ..transforms.bbox_check import CheckBBoxd
 from ..transforms.config import AugmentConfig
 from ..transforms.sampling import CleftComponentsd, MaskAwareCubeSamplerd, RandCubeSamplerd, check_bbox_arrays
 from ..transforms.views import RandTwoViewd
 
-__all__ = ["ContrastiveCubeDataset", "CheckBBoxd", "SAMPLING_MODES"]
+__all__ = ["ContrastiveCubeDataset", "SAMPLING_MODES"]
 
 #: Sampling modes, in the order of their codes in the shared state.
 SAMPLING_MODES = ("random", "mask_aware")
 
 # shared state layout: [epoch, sampling mode code]
 _EPOCH, _MODE = 0, 1
-
-
-class CheckBBoxd(MapTransform):
-    """Check an assembled bbox item (deterministic; runs once per bbox when cached).
-
-    Args:
-        keys: the raw and mask keys, in that order.
-        cube_size: the cube edge that must fit in the volume, or None.
-
-    Raises:
-        ValueError: (at call time) wrong shapes or dtypes, a non-binary mask, or a cube larger than
-            the volume; the message names the bbox.
-    """
-
-    def __init__(self, keys: Sequence[str] = ("raw", "mask"), cube_size: int | None = None) -> None:
-        super().__init__(keys)
-        if len(self.keys) != 2:
-            raise ValueError(f"CheckBBoxd: expected the raw and mask keys, got {self.keys}")
-        self.cube_size = cube_size
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        name = str(d.get("name", "bbox"))
-        for key in self.keys:
-            if key not in d:
-                raise ValueError(
-                    f"{name}: the item has no {key!r}; pass a load_transform (e.g. LoadBBoxd) or loaded items"
-                )
-        raw, mask = d[self.keys[0]], d[self.keys[1]]
-        check_bbox_arrays(raw, mask, self.cube_size, name)
-        if not np.issubdtype(np.asarray(raw[:0]).dtype, np.floating):
-            raise ValueError(f"{name}: 'raw' must be a float array (z-scored), got {raw.dtype}")
-        if np.asarray(mask[:0]).dtype == np.bool_:
-            d[self.keys[1]] = mask = np.asarray(mask, dtype=np.uint8)
-        mmin, mmax = np.min(mask), np.max(mask)
-        if mmin < 0 or mmax > 1:
-            raise ValueError(f"{name}: 'mask' must be binary {{0, 1}}, found values in [{mmin}, {mmax}]")
-        return d
 
 
 def _is_loaded(item: Mapping) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "read_synapse_sheet",
     "read_nifti",
     "is_nifti",
+    "volume_shape",
 ]
 
 #: Columns every synapse sheet must have: id, cleft centre and one point inside each partner, (x, y, z).
@@ -286,3 +287,19 @@ def read_synapse_sheet(path: str | Path, required: Sequence[str] = SHEET_COLUMNS
     if dup:
         raise DataFormatError(f"{path}: duplicate synapse ids in Var1: {dup[:5]}")
     return df.reset_index(drop=True)
+
+
+def volume_shape(path: Path) -> tuple[int, int, int]:
+    """``(Z, Y, X)`` of a TIFF slice folder or NIfTI file, read from headers only (no pixel data)."""
+    if is_nifti(path):
+        import nibabel as nib
+
+        x, y, z = nib.load(str(path)).shape[:3]
+        return int(z), int(y), int(x)
+    import tifffile
+
+    files = list_slices(path)
+    with tifffile.TiffFile(files[0]) as tif:
+        page_shape = tif.pages[0].shape
+    y, x = page_shape[:2] if len(page_shape) == 2 or page_shape[-1] <= 4 else page_shape[-2:]
+    return len(files), int(y), int(x)

@@ -68,7 +68,7 @@ import tifffile
 from scipy import ndimage
 from tqdm import tqdm
 
-from .labels import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
+from .label_maps import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
 from .synthetic_defects import NO_DEFECT, choose_defects, inject_defect
 from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions
 from .synthetic_imaging import (

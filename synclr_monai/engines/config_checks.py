@@ -17,7 +17,6 @@ from synclr_monai.errors import ConfigError
 
 __all__ = [
     "TrainingConfigError",
-    "volume_shape",
     "check_training_config",
     "check_config_keys",
     "cli_overrides",
@@ -29,24 +28,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingConfigError(ConfigError):
     """A configuration value that cannot work (the message names the key and the allowed values)."""
-
-
-def volume_shape(path: Path) -> tuple[int, int, int]:
-    """``(Z, Y, X)`` of a TIFF slice folder or NIfTI file, read from headers only (no pixel data)."""
-    from synclr_monai.data.io import is_nifti, list_slices
-
-    if is_nifti(path):
-        import nibabel as nib
-
-        x, y, z = nib.load(str(path)).shape[:3]
-        return int(z), int(y), int(x)
-    import tifffile
-
-    files = list_slices(path)
-    with tifffile.TiffFile(files[0]) as tif:
-        page_shape = tif.pages[0].shape
-    y, x = page_shape[:2] if len(page_shape) == 2 or page_shape[-1] <= 4 else page_shape[-2:]
-    return len(files), int(y), int(x)
 
 
 def check_training_config(
@@ -90,6 +71,7 @@ def check_training_config(
         DataFormatError: a bbox's files do not fit the run (e.g. no synapse in a mask-aware run).
     """
     from synclr_monai.data.bbox import find_bboxes
+    from synclr_monai.data.io import volume_shape
     from synclr_monai.networks.factory import BACKBONE_NAMES
 
     if backbone not in BACKBONE_NAMES:

@@ -1,7 +1,7 @@
 """Using the representations: embeddings export, kNN / linear-probe evaluation, baselines, plots.
 
-- :mod:`.embeddings`: cut synapse cubes, encode them, read/write ``embeddings.h5``; ``run_inference``
-  is the bundle's inference entry point.
+- :mod:`.embeddings`: encode cubes, read/write ``embeddings.h5`` (the inference workflow that writes it
+  is :mod:`synclr_monai.inference`; the synapse cubes come from :mod:`synclr_monai.data.synapse_cubes`).
 - :mod:`.metrics`: cross-validated kNN (cosine) and linear-probe accuracy.
 - :mod:`.baselines`: random-weights encoder and raw-intensity PCA embeddings.
 - :mod:`.clustering`, :mod:`.plots`: k-means groups, 2-D map and cluster example grid.
@@ -18,12 +18,9 @@ from synclr_monai.evaluation.clustering import kmeans_clusters
 from synclr_monai.evaluation.embeddings import (
     EMBEDDINGS_FORMAT,
     compute_embeddings,
-    iter_dataset_cubes,
     read_embeddings,
-    run_inference,
     write_embeddings,
 )
-from synclr_monai.evaluation.labels import join_labels, read_labels
 from synclr_monai.evaluation.metrics import (
     Score,
     chance_level,
@@ -41,8 +38,6 @@ __all__ = [
     "chance_level",
     "compute_embeddings",
     "drop_rare_classes",
-    "iter_dataset_cubes",
-    "join_labels",
     "kmeans_clusters",
     "knn_accuracy",
     "linear_probe_accuracy",
@@ -54,8 +49,6 @@ __all__ = [
     "random_encoder_embeddings",
     "raw_channel_matrix",
     "read_embeddings",
-    "read_labels",
     "reduce_2d",
-    "run_inference",
     "write_embeddings",
 ]

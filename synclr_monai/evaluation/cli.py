@@ -22,8 +22,9 @@ import pandas as pd
 from synclr_monai.errors import run_command
 from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
 from synclr_monai.evaluation.clustering import kmeans_clusters
-from synclr_monai.evaluation.embeddings import iter_dataset_cubes, read_embeddings
-from synclr_monai.evaluation.labels import join_labels, read_labels
+from synclr_monai.evaluation.embeddings import read_embeddings
+from synclr_monai.data.synapse_cubes import iter_dataset_cubes
+from synclr_monai.data.synapse_labels import join_labels, read_labels
 from synclr_monai.evaluation.metrics import (
     chance_level,
     drop_rare_classes,

@@ -8,8 +8,9 @@ The embeddings file (``embeddings.h5``) holds
   writer passes (``dataset_dir``, ``cube_size``, ``backbone``, ``checkpoint``, ...).
 
 A CSV twin (``embeddings.csv``: ``bbox_name, Var1, e0 .. e{F-1}``) is written beside it for tools
-that do not read HDF5. :func:`run_inference` is the whole pipeline (dataset root + exported encoder
--> files) and is what the bundle's ``inference.yaml`` calls.
+that do not read HDF5. The inference workflow that writes it from a dataset and an exported encoder is
+:mod:`synclr_monai.inference` (the bundle's ``inference.yaml``); the synapse cubes come from
+:mod:`synclr_monai.data.synapse_cubes`.
 """
 
 from __future__ import annotations
@@ -35,11 +36,9 @@ from synclr_monai.utils import atomic_output
 __all__ = [
     "EMBEDDINGS_FORMAT",
     "EMBEDDINGS_FORMAT_VERSION",
-    "iter_dataset_cubes",
     "compute_embeddings",
     "write_embeddings",
     "read_embeddings",
-    "run_inference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,80 +51,6 @@ _JSON_ATTRS_KEY = "json_attrs"
 _RESERVED_ATTRS = ("format", "format_version", _JSON_ATTRS_KEY)
 
 CubeItem = tuple[str, str, "np.ndarray | torch.Tensor"]
-
-
-def iter_dataset_cubes(
-    dataset_dir: str | os.PathLike,
-    cube_size: int,
-    cache_dir: str | os.PathLike | None = None,
-    label_maps: Mapping | None = None,
-    ids: pd.DataFrame | None = None,
-    input_mode: str = "channels",
-    voxel_size: Sequence[float] | None = None,
-    az_radius: int = 2,
-) -> Iterator[tuple[str, str, np.ndarray]]:
-    """The encoder inputs of the synapses of a dataset root, loading one bbox at a time.
-
-    Args:
-        dataset_dir: dataset root in the lab's layout.
-        cube_size: edge length S of the cubes.
-        cache_dir: HDF5 cache folder for the assembled bboxes (None: no cache).
-        label_maps: label-map overrides (``{bbox_number: {mito, vesicle, cleft, cleft2}}``); None for
-            the defaults.
-        ids: when given (``bbox_name``, ``Var1``), only these synapses are cut (and only their bboxes
-            loaded); every id must exist in the dataset.
-        input_mode, voxel_size, az_radius: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
-            training: the encoder's sidecar records them).
-
-    Yields:
-        ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row).
-
-    Raises:
-        FileNotFoundError: if ``dataset_dir`` does not exist.
-        ValueError: if the dataset has no bbox or no synapse, or ids in ``ids`` are not in the dataset
-            (``DataFormatError``, a ``ValueError``, for unreadable files).
-    """
-    from synclr_monai.data.bbox import find_bboxes, synapse_cube
-    from synclr_monai.data.cache import load_bbox
-    from synclr_monai.data.labels import resolve_label_maps
-    from synclr_monai.evaluation.labels import format_ids
-
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise MissingFileError(f"dataset folder {root} does not exist")
-    sources = find_bboxes(root)
-    if not sources:
-        raise ValueError(f"dataset folder {root} holds no bbox")
-    # Overrides (possibly from JSON/YAML, with string keys) merged into the default table.
-    table = resolve_label_maps(label_maps)
-    wanted: set[tuple[str, str]] | None = None
-    if ids is not None:
-        wanted = set(zip(ids["bbox_name"].astype(str), ids["Var1"].astype(str)))
-        wanted_bboxes = {b for b, _ in wanted}
-        sources = [s for s in sources if s.name in wanted_bboxes]
-    found: set[tuple[str, str]] = set()
-    for source in sources:
-        logger.info("loading %s", source.name)
-        volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
-        if wanted is None and volume.synapses.empty:
-            from synclr_monai.data.io import DataFormatError
-
-            raise DataFormatError(
-                f"{source.sheet}: {source.name}'s sheet lists no synapse (a header and no rows), so it has nothing to "
-                "embed: add its synapses or remove the bbox from the dataset folder"
-            )
-        for _, row in volume.synapses.iterrows():
-            key = (str(volume.name), str(row["Var1"]))
-            if wanted is not None and key not in wanted:
-                continue
-            found.add(key)
-            yield key[0], key[1], synapse_cube(volume, row, cube_size, input_mode, voxel_size, az_radius)
-        del volume  # let the bbox go before the next one is loaded
-    if wanted is not None and wanted - found:
-        lost = pd.DataFrame(sorted(wanted - found), columns=["bbox_name", "Var1"])
-        raise ValueError(f"{len(lost)} synapse(s) are not in the sheets of {root}: {format_ids(lost)}")
-    if not found:
-        raise ValueError(f"no synapse is listed in the sheets of {root}")
 
 
 def _split_item(item: Any, index: int) -> CubeItem:
@@ -372,99 +297,14 @@ def read_embeddings(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, 
     return ids, vectors, attrs
 
 
-def run_inference(
-    dataset_dir: str | os.PathLike,
-    encoder_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    backbone: str | None = None,
-    backbone_kwargs: Mapping[str, Any] | None = None,
-    cube_size: int | None = None,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    cache_dir: str | os.PathLike | None = None,
-    label_maps: Mapping | None = None,
-    amp: bool = False,
-    progress: bool = True,
-    input_mode: str | None = None,
-    rotations: int = 24,
-) -> Path:
-    """Embed every synapse listed in the sheets of a dataset with an exported encoder.
+def __getattr__(name: str) -> Any:
+    # moved in 0.3 (the inference workflow and the synapse cubes have their own modules); still importable here
+    if name == "run_inference":
+        from synclr_monai.inference import run_inference
 
-    Finds the bboxes, loads them one at a time, cuts each synapse-centred cube exactly as training did,
-    builds the backbone, loads the exported encoder state dict into it and writes
-    ``embeddings.h5``/``embeddings.csv``. The encoder's sidecar (``model.json``) is the truth for the
-    architecture and the input (:func:`~synclr_monai.networks.export.encoder_input_spec`): arguments left
-    None are taken from it, and one that contradicts it is an error.
+        return run_inference
+    if name == "iter_dataset_cubes":
+        from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
-    Args:
-        dataset_dir: dataset root in the lab's layout.
-        encoder_path: the exported encoder (``bundle/models/model.pt``, a plain backbone state dict).
-        output_dir: where the embeddings files go.
-        backbone: backbone name (None: the sidecar's).
-        backbone_kwargs: extra ``build_backbone`` arguments (None: the sidecar's).
-        cube_size: edge length of the cubes (None: the sidecar's).
-        batch_size: cubes per forward pass.
-        device: e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
-        cache_dir: HDF5 cache folder for assembled bboxes.
-        label_maps: label-map overrides for other datasets.
-        amp: mixed-precision forward pass.
-        progress: show a progress bar.
-        input_mode: ``channels``, ``masked`` or ``raw`` (None: the sidecar's).
-        rotations: 24 averages each synapse's features over the 24 rotations of its cube (a pose-invariant
-            embedding, :class:`~synclr_monai.networks.rotation_average.RotationAveragedEncoder`; 24x the
-            compute), 1 encodes the cube as cut. Recorded in the file's attributes.
-
-    Returns:
-        The path of ``embeddings.h5``.
-
-    Raises:
-        FileNotFoundError: if the dataset folder or the encoder file does not exist.
-        ValueError: if the dataset holds no synapse, or an argument contradicts the encoder's sidecar.
-    """
-    from synclr_monai.networks import build_backbone
-    from synclr_monai.networks.export import encoder_input_spec, load_encoder
-    from synclr_monai.networks.rotation_average import RotationAveragedEncoder
-
-    encoder_path = Path(encoder_path)
-    if not encoder_path.is_file():
-        raise MissingFileError(f"encoder file {encoder_path} does not exist")
-    spec = encoder_input_spec(
-        encoder_path, backbone=backbone, backbone_kwargs=backbone_kwargs, cube_size=cube_size, input_mode=input_mode
-    )
-    network = build_backbone(spec["backbone"], in_channels=spec["in_channels"], **spec["backbone_kwargs"])
-    load_encoder(network, encoder_path)
-    network = RotationAveragedEncoder(network, rotations)
-    logger.info(
-        "embedding synapses of %s with %s (%s, cube %d, input %s, %d rotation(s) averaged)",
-        dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"], rotations,
-    )  # fmt: skip
-    cubes = iter_dataset_cubes(
-        dataset_dir,
-        spec["cube_size"],
-        cache_dir=cache_dir,
-        label_maps=label_maps,
-        input_mode=spec["input_mode"],
-        voxel_size=spec["voxel_size"],
-        az_radius=spec["az_radius"],
-    )
-    ids, vectors = compute_embeddings(network, cubes, batch_size=batch_size, device=device, amp=amp, progress=progress)
-    attrs = {
-        "dataset_dir": str(Path(dataset_dir).resolve()),
-        "cube_size": int(spec["cube_size"]),
-        "backbone": spec["backbone"],
-        "backbone_kwargs": spec["backbone_kwargs"],
-        "input_mode": spec["input_mode"],
-        "rotations": int(rotations),
-        "checkpoint": str(encoder_path.resolve()),
-        "label_maps": _jsonable_label_maps(label_maps),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    h5_path, _ = write_embeddings(output_dir, ids, vectors, attrs)
-    return h5_path
-
-
-def _jsonable_label_maps(label_maps: Mapping | None) -> dict | None:
-    """Label-map overrides as plain JSON (LabelMap objects become dicts)."""
-    if label_maps is None:
-        return None
-    return {str(k): (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in label_maps.items()}
+        return iter_dataset_cubes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

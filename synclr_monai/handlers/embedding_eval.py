@@ -27,7 +27,7 @@ from synclr_monai.networks.utils import unwrap_parallel
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["EmbeddingEvalHandler", "labelled_cubes_from_dataset"]
+__all__ = ["EmbeddingEvalHandler"]
 
 
 class EmbeddingEvalHandler:
@@ -116,12 +116,15 @@ class EmbeddingEvalHandler:
 
         Args:
             dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode,
-                voxel_size, az_radius: see :func:`labelled_cubes_from_dataset`.
+                voxel_size, az_radius: see :func:`~synclr_monai.data.synapse_cubes.labelled_cubes_from_dataset`.
             kwargs: the remaining ``EmbeddingEvalHandler`` arguments.
 
         Returns:
             The handler.
         """
+        # imported here: the data reader is needed only when the handler is built from a dataset
+        from synclr_monai.data.synapse_cubes import labelled_cubes_from_dataset
+
         cubes, labels = labelled_cubes_from_dataset(
             dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode, voxel_size, az_radius
         )
@@ -241,50 +244,3 @@ class EmbeddingEvalHandler:
                 title=f"final encoder, epoch {engine.state.epoch} (N={len(self.labels)})",
             )
         return final
-
-
-def labelled_cubes_from_dataset(
-    dataset_dir: str | os.PathLike,
-    labels_csv: str | os.PathLike,
-    cube_size: int,
-    cache_dir: str | os.PathLike | None = None,
-    label_maps: Mapping | None = None,
-    label_column: str | None = None,
-    input_mode: str = "channels",
-    voxel_size: Sequence[float] | None = None,
-    az_radius: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the cube of every labelled synapse of a dataset.
-
-    Args:
-        dataset_dir: dataset root in the lab's layout.
-        labels_csv: CSV with ``bbox_name``, ``Var1`` and a label column (e.g. ``synapse_types.csv``).
-        cube_size: edge length S of the cubes.
-        cache_dir: HDF5 bbox cache folder.
-        label_maps: label-map overrides.
-        label_column: the label column (default: ``type`` or the only other column).
-        input_mode, voxel_size, az_radius: the encoder's input, as in training
-            (:func:`~synclr_monai.data.bbox.synapse_cube`).
-
-    Returns:
-        ``(cubes float32 [N, 3 or 1, S, S, S], labels [N] str)`` in dataset order.
-
-    Raises:
-        FileNotFoundError: if the dataset folder or the labels file does not exist.
-        ValueError: if the labels file is malformed or names synapses the dataset does not have.
-    """
-    # Imported lazily: evaluation.embeddings imports the data reader only when cubes are cut.
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
-    from synclr_monai.evaluation.labels import read_labels
-
-    table = read_labels(labels_csv, label_column)
-    lookup = {(b, v): lab for b, v, lab in zip(table["bbox_name"], table["Var1"], table["label"])}
-    cubes, labels = [], []
-    cubes_of = iter_dataset_cubes(
-        dataset_dir, cube_size, cache_dir, label_maps, ids=table, input_mode=input_mode, voxel_size=voxel_size,
-        az_radius=az_radius,
-    )  # fmt: skip
-    for name, var1, cube in cubes_of:
-        cubes.append(np.asarray(cube, dtype=np.float32))
-        labels.append(lookup[(name, var1)])
-    return np.stack(cubes), np.asarray(labels, dtype=str)

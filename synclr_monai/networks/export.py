@@ -31,7 +31,7 @@ from monai.networks.nets import ResNet
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
-from synclr_monai.errors import UserError
+from synclr_monai.errors import MissingFileError, UserError
 from synclr_monai.networks.utils import unwrap_parallel
 from synclr_monai.utils import atomic_output
 
@@ -301,8 +301,12 @@ def encoder_input_spec(
         out[key] = value if value is not None else recorded if recorded is not None else INPUT_SPEC_DEFAULTS.get(key)
     for key in required:
         if out.get(key) is None:
+            if not Path(path).is_file():
+                raise MissingFileError(f"encoder file {path} does not exist")
             raise ValueError(f"{metadata_path(path)}: no {key} recorded for {path}; pass {key} explicitly")
     if out["backbone"] is None:
+        if not Path(path).is_file():
+            raise MissingFileError(f"encoder file {path} does not exist")
         raise ValueError(f"{metadata_path(path)}: no backbone recorded for {path}; pass backbone explicitly")
     out["backbone_kwargs"] = {
         k: v for k, v in dict(out["backbone_kwargs"] or {}).items() if k not in ("in_channels", "spatial_dims")

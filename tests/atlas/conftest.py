@@ -21,7 +21,8 @@ DUPLICATE_VAR1 = "copy_of_first_synapse"
 def atlas_data(synthetic_root, tmp_path_factory) -> dict:
     """``{"dataset": root, "embeddings": h5 path, "original": (bbox, Var1), "duplicate": (bbox, Var1)}``."""
     from synclr_monai.evaluation.baselines import random_encoder_embeddings
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes, write_embeddings
+    from synclr_monai.evaluation.embeddings import write_embeddings
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     base = tmp_path_factory.mktemp("atlas")
     root = base / "data"

@@ -81,9 +81,18 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     assert vectors.shape == (len(sheets), 512) and torch.isfinite(torch.from_numpy(vectors)).all()
     csv = pd.read_csv(emb_dir / "embeddings.csv", dtype={"Var1": str})
     assert list(csv.columns[:3]) == ["bbox_name", "Var1", "e0"] and len(csv) == len(sheets)
+    # the workflow of inference.yaml and the Python call build the same thing: same vectors, same order
+    from synclr_monai.inference import run_inference
 
-    # restarting a finished run resumes from its last checkpoint and trains no further
-    res = _bundle(tmp_path, *_train_args(synthetic_root, out))
+    py_ids, py_vectors, attrs = read_embeddings(run_inference(synthetic_root, out / "model.pt", tmp_path / "py", progress=False))
+    assert py_ids.equals(ids) and attrs["rotations"] == 24
+    assert torch.allclose(torch.from_numpy(py_vectors), torch.from_numpy(vectors), atol=1e-5)
+
+    # restarting a finished run (through the model zoo's `run` entry) resumes from its last checkpoint and
+    # trains no further
+    args = _train_args(synthetic_root, out)
+    args[args.index("training")] = "run"
+    res = _bundle(tmp_path, *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resum" in (res.stdout + res.stderr).lower()
 

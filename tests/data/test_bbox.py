@@ -8,7 +8,7 @@ import tifffile
 
 from synclr_monai.data.bbox import assemble_bbox, find_bboxes, sheet_point, synapse_cube
 from synclr_monai.data.io import DataFormatError, read_synapse_sheet, read_tiff_stack
-from synclr_monai.data.labels import LabelMap, label_map_for
+from synclr_monai.data.label_maps import LabelMap, label_map_for
 
 
 def test_find_bboxes_lists_every_part(synthetic_root):

@@ -12,7 +12,7 @@ from synclr_monai.data import bbox as bbox_module
 from synclr_monai.data import cache as cache_module
 from synclr_monai.data.bbox import find_bboxes
 from synclr_monai.data.cache import load_bbox
-from synclr_monai.data.labels import LabelMap, label_map_for
+from synclr_monai.data.label_maps import LabelMap, label_map_for
 
 
 def _count_assemblies(monkeypatch):

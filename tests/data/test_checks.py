@@ -11,7 +11,7 @@ import tifffile
 
 from synclr_monai.__main__ import main as cli
 from synclr_monai.data.checks import check_dataset
-from synclr_monai.data.labels import label_map_for
+from synclr_monai.data.label_maps import label_map_for
 
 
 def test_clean_dataset_passes_with_summary(synthetic_root, capsys):

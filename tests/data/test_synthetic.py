@@ -12,7 +12,7 @@ import tifffile
 from scipy import ndimage
 
 from synclr_monai.__main__ import main as cli
-from synclr_monai.data.labels import label_map_for
+from synclr_monai.data.label_maps import label_map_for
 from synclr_monai.data.synthetic import SHEET_COLUMNS, TYPE_NAMES, generate_bbox, generate_dataset
 
 SHAPE = (32, 64, 64)

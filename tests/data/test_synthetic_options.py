@@ -15,7 +15,7 @@ import tifffile
 from scipy import ndimage
 
 from synclr_monai.__main__ import main as cli
-from synclr_monai.data.labels import label_map_for
+from synclr_monai.data.label_maps import label_map_for
 from synclr_monai.data.synthetic import STAINING_COLUMNS, TYPE_NAMES, generate_bbox, generate_dataset
 from synclr_monai.data.synthetic_imaging import STAINING_CENTRE, Staining, block_edges, downsample_labels
 from synclr_monai.data.synthetic_synapse import MIN_SEPARATION, SYNAPSE_TYPES, synapse_types

@@ -12,8 +12,9 @@ from PIL import Image
 from synclr_monai.__main__ import main as dispatch
 from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings, raw_channel_matrix
 from synclr_monai.evaluation.cli import main
-from synclr_monai.evaluation.embeddings import iter_dataset_cubes, read_embeddings, write_embeddings
-from synclr_monai.evaluation.labels import join_labels, read_labels
+from synclr_monai.evaluation.embeddings import read_embeddings, write_embeddings
+from synclr_monai.data.synapse_cubes import iter_dataset_cubes
+from synclr_monai.data.synapse_labels import join_labels, read_labels
 from synclr_monai.evaluation.metrics import knn_accuracy, linear_probe_accuracy
 
 
@@ -97,7 +98,7 @@ def test_baselines_without_dataset_explain_the_flags(toy, capsys):
 def test_inference_and_evaluate_with_baselines_on_synthetic_data(tmp_path):
     synthetic = pytest.importorskip("synclr_monai.data.synthetic")
     networks = pytest.importorskip("synclr_monai.networks")
-    from synclr_monai.evaluation.embeddings import run_inference
+    from synclr_monai.inference import run_inference
 
     data = tmp_path / "data"
     synthetic.generate_dataset(data, n_bboxes=2, shape=(32, 64, 64), synapses_per_bbox=6, seed=0)

@@ -11,7 +11,8 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from synclr_monai.evaluation.metrics import knn_accuracy
-from synclr_monai.handlers.embedding_eval import EmbeddingEvalHandler, labelled_cubes_from_dataset
+from synclr_monai.handlers.embedding_eval import EmbeddingEvalHandler
+from synclr_monai.data.synapse_cubes import labelled_cubes_from_dataset
 
 
 class TinySimCLR(nn.Module):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from synclr_monai.data.bbox import assemble_bbox, find_bboxes, synapse_cube
-from synclr_monai.evaluation.embeddings import read_embeddings, run_inference
+from synclr_monai.evaluation.embeddings import read_embeddings
+from synclr_monai.inference import run_inference
 from synclr_monai.networks import build_backbone, build_simclr, load_encoder, save_encoder
 from synclr_monai.networks.export import encoder_input_spec, metadata_path
 
@@ -68,8 +69,12 @@ def test_spec_inconsistent_or_missing_entries(tmp_path):
     # building the network alone (ckpt_export's network_def) needs no cube size, but always a backbone
     spec = encoder_input_spec(path, required=("backbone",))
     assert spec["cube_size"] is None and spec["backbone"] == "resnet10" and spec["in_channels"] == 1
-    with pytest.raises(ValueError, match=r"no backbone recorded"):
+    # no file and no backbone given: the missing file is the error (no sidecar to read one from)
+    with pytest.raises(FileNotFoundError, match=r"encoder file .*elsewhere\.pt does not exist"):
         encoder_input_spec(tmp_path / "elsewhere.pt", required=())
+    (tmp_path / "bare.pt").write_bytes(b"")  # a file without a sidecar
+    with pytest.raises(ValueError, match=r"no backbone recorded"):
+        encoder_input_spec(tmp_path / "bare.pt", required=())
     assert encoder_input_spec(tmp_path / "elsewhere.pt", required=(), backbone="resnet10")["in_channels"] == 3
 
 

@@ -13,7 +13,7 @@ from synclr_monai.data.cache import load_bbox, read_cache, source_fingerprint, w
 from synclr_monai.data.checks import check_dataset
 from synclr_monai.data.dataset import ContrastiveCubeDataset
 from synclr_monai.data.io import SHEET_COLUMNS, DataFormatError, read_tiff_stack
-from synclr_monai.data.labels import label_map_for, resolve_label_maps
+from synclr_monai.data.label_maps import label_map_for, resolve_label_maps
 from synclr_monai.engines.config_checks import check_training_config
 
 
@@ -97,7 +97,7 @@ def test_an_empty_sheet_is_a_check_warning_and_an_error_where_synapses_are_neede
     check_training_config(dataset_copy, cube_size=16, backbone="resnet10", batch_size=2)
     with pytest.raises(DataFormatError, match=r"bbox2.xlsx: bbox2's sheet lists no synapse.*mask-aware"):
         check_training_config(dataset_copy, cube_size=16, backbone="resnet10", batch_size=2, sampling="mask_aware")
-    from synclr_monai.evaluation.embeddings import iter_dataset_cubes
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     with pytest.raises(DataFormatError, match=r"bbox2.xlsx: bbox2's sheet lists no synapse"):
         list(iter_dataset_cubes(dataset_copy, 16))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from synclr_monai.evaluation.labels import join_labels, read_labels
+from synclr_monai.data.synapse_labels import join_labels, read_labels
 
 
 def test_read_labels_keeps_string_ids_and_picks_type(tmp_path):

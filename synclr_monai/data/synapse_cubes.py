@@ -1,0 +1,219 @@
+"""The synapses of a dataset as encoder inputs: one cube centred on each synapse listed in the sheets.
+
+Inference, the online kNN, the baselines and the atlas tools all cut synapse cubes the same way
+(:func:`~synclr_monai.data.bbox.synapse_cube`: the training normalisation, the encoder's input mode),
+loading one bbox at a time so that memory holds a single assembled bbox:
+
+- :func:`iter_dataset_cubes`: ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row);
+- :class:`SynapseCubeDataset`: the same as a PyTorch dataset of ``{"image", "bbox_name", "Var1"}`` items,
+  the dataset of the inference workflow (``inference.yaml``'s ``dataset``);
+- :func:`labelled_cubes_from_dataset`: the cubes of the synapses a labels CSV names, with their labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synclr_monai.errors import MissingFileError
+
+from .bbox import find_bboxes, synapse_cube
+from .cache import load_bbox
+from .io import DataFormatError, read_synapse_sheet
+from .label_maps import resolve_label_maps
+
+__all__ = ["SynapseCubeDataset", "iter_dataset_cubes", "labelled_cubes_from_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def iter_dataset_cubes(
+    dataset_dir: str | os.PathLike,
+    cube_size: int,
+    cache_dir: str | os.PathLike | None = None,
+    label_maps: Mapping | None = None,
+    ids: pd.DataFrame | None = None,
+    input_mode: str = "channels",
+    voxel_size: Sequence[float] | None = None,
+    az_radius: int = 2,
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """The encoder inputs of the synapses of a dataset root, loading one bbox at a time.
+
+    Args:
+        dataset_dir: dataset root in the lab's layout.
+        cube_size: edge length S of the cubes.
+        cache_dir: HDF5 cache folder for the assembled bboxes (None: no cache).
+        label_maps: label-map overrides (``{bbox_number: {mito, vesicle, cleft, cleft2}}``); None for
+            the defaults.
+        ids: when given (``bbox_name``, ``Var1``), only these synapses are cut (and only their bboxes
+            loaded); every id must exist in the dataset.
+        input_mode, voxel_size, az_radius: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
+            training: the encoder's sidecar records them).
+
+    Yields:
+        ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row).
+
+    Raises:
+        FileNotFoundError: if ``dataset_dir`` does not exist.
+        ValueError: if the dataset has no bbox or no synapse, or ids in ``ids`` are not in the dataset
+            (``DataFormatError``, a ``ValueError``, for unreadable files).
+    """
+    from .synapse_labels import format_ids
+
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise MissingFileError(f"dataset folder {root} does not exist")
+    sources = find_bboxes(root)
+    if not sources:
+        raise ValueError(f"dataset folder {root} holds no bbox")
+    # Overrides (possibly from JSON/YAML, with string keys) merged into the default table.
+    table = resolve_label_maps(label_maps)
+    wanted: set[tuple[str, str]] | None = None
+    if ids is not None:
+        wanted = set(zip(ids["bbox_name"].astype(str), ids["Var1"].astype(str)))
+        wanted_bboxes = {b for b, _ in wanted}
+        sources = [s for s in sources if s.name in wanted_bboxes]
+    found: set[tuple[str, str]] = set()
+    for source in sources:
+        logger.info("loading %s", source.name)
+        volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
+        if wanted is None and volume.synapses.empty:
+            raise DataFormatError(
+                f"{source.sheet}: {source.name}'s sheet lists no synapse (a header and no rows), so it has nothing to "
+                "embed: add its synapses or remove the bbox from the dataset folder"
+            )
+        for _, row in volume.synapses.iterrows():
+            key = (str(volume.name), str(row["Var1"]))
+            if wanted is not None and key not in wanted:
+                continue
+            found.add(key)
+            yield key[0], key[1], synapse_cube(volume, row, cube_size, input_mode, voxel_size, az_radius)
+        del volume  # let the bbox go before the next one is loaded
+    if wanted is not None and wanted - found:
+        lost = pd.DataFrame(sorted(wanted - found), columns=["bbox_name", "Var1"])
+        raise ValueError(f"{len(lost)} synapse(s) are not in the sheets of {root}: {format_ids(lost)}")
+    if not found:
+        raise ValueError(f"no synapse is listed in the sheets of {root}")
+
+
+class SynapseCubeDataset(torch.utils.data.IterableDataset):
+    """Every synapse of a dataset root as ``{"image": [C, S, S, S] float32, "bbox_name", "Var1"}``.
+
+    An iterable dataset because the cubes are cut bbox by bbox (one assembled bbox in memory at a time,
+    each loaded once); its length, the number of synapses, comes from the sheets, so a ``DataLoader`` over
+    it has a length and MONAI's evaluators know their epoch length. Items come in dataset order (bbox,
+    then sheet row), which is the order of the embeddings file. Iterate it in the main process
+    (``num_workers=0``): the work is the bbox assembly, which a worker split by synapse would repeat.
+
+    Args:
+        dataset_dir: dataset root in the lab's layout.
+        cube_size: edge S of the cubes.
+        cache_dir: HDF5 cache folder of the assembled bboxes (None: no cache).
+        label_maps: label-map overrides.
+        ids: only these synapses (``bbox_name``, ``Var1``); None: every synapse of the sheets.
+        input_mode, voxel_size, az_radius: the encoder's input (its sidecar), see
+            :func:`~synclr_monai.data.bbox.synapse_cube`.
+
+    Raises:
+        FileNotFoundError: the dataset folder does not exist.
+        ValueError: the dataset holds no bbox or no synapse (``DataFormatError`` for unreadable files).
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        cube_size: int,
+        cache_dir: str | os.PathLike | None = None,
+        label_maps: Mapping | None = None,
+        ids: pd.DataFrame | None = None,
+        input_mode: str = "channels",
+        voxel_size: Sequence[float] | None = None,
+        az_radius: int = 2,
+    ) -> None:
+        super().__init__()
+        root = Path(dataset_dir)
+        if not root.is_dir():
+            raise MissingFileError(f"dataset folder {root} does not exist")
+        self.dataset_dir = root
+        self.cube_size = int(cube_size)
+        self.cache_dir = cache_dir
+        self.label_maps = label_maps
+        self.ids = ids
+        self.input_mode = input_mode
+        self.voxel_size = voxel_size
+        self.az_radius = int(az_radius)
+        if ids is not None:
+            self._length = len(ids)
+        else:
+            self._length = sum(len(read_synapse_sheet(s.sheet)) for s in find_bboxes(root))
+        if self._length == 0:
+            raise ValueError(f"no synapse is listed in the sheets of {root}")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise ValueError(
+                "SynapseCubeDataset loads each bbox once, in one process: use a DataLoader with num_workers 0 or 1, "
+                f"got {info.num_workers}"
+            )
+        cubes = iter_dataset_cubes(
+            self.dataset_dir, self.cube_size, self.cache_dir, self.label_maps, ids=self.ids,
+            input_mode=self.input_mode, voxel_size=self.voxel_size, az_radius=self.az_radius,
+        )  # fmt: skip
+        for name, var1, cube in cubes:
+            yield {"image": torch.from_numpy(cube), "bbox_name": name, "Var1": var1}
+
+
+def labelled_cubes_from_dataset(
+    dataset_dir: str | os.PathLike,
+    labels_csv: str | os.PathLike,
+    cube_size: int,
+    cache_dir: str | os.PathLike | None = None,
+    label_maps: Mapping | None = None,
+    label_column: str | None = None,
+    input_mode: str = "channels",
+    voxel_size: Sequence[float] | None = None,
+    az_radius: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the cube of every labelled synapse of a dataset.
+
+    Args:
+        dataset_dir: dataset root in the lab's layout.
+        labels_csv: CSV with ``bbox_name``, ``Var1`` and a label column (e.g. ``synapse_types.csv``).
+        cube_size: edge length S of the cubes.
+        cache_dir: HDF5 bbox cache folder.
+        label_maps: label-map overrides.
+        label_column: the label column (default: ``type`` or the only other column).
+        input_mode, voxel_size, az_radius: the encoder's input, as in training
+            (:func:`~synclr_monai.data.bbox.synapse_cube`).
+
+    Returns:
+        ``(cubes float32 [N, 3 or 1, S, S, S], labels [N] str)`` in dataset order.
+
+    Raises:
+        FileNotFoundError: if the dataset folder or the labels file does not exist.
+        ValueError: if the labels file is malformed or names synapses the dataset does not have.
+    """
+    from .synapse_labels import read_labels
+
+    table = read_labels(labels_csv, label_column)
+    lookup = {(b, v): lab for b, v, lab in zip(table["bbox_name"], table["Var1"], table["label"])}
+    cubes, labels = [], []
+    cubes_of = iter_dataset_cubes(
+        dataset_dir, cube_size, cache_dir, label_maps, ids=table, input_mode=input_mode, voxel_size=voxel_size,
+        az_radius=az_radius,
+    )  # fmt: skip
+    for name, var1, cube in cubes_of:
+        cubes.append(np.asarray(cube, dtype=np.float32))
+        labels.append(lookup[(name, var1)])
+    return np.stack(cubes), np.asarray(labels, dtype=str)
