@@ -32,9 +32,11 @@ class TrainingConfigError(ConfigError):
 
 
 def volume_shape(path: Path) -> tuple[int, int, int]:
-    """``(Z, Y, X)`` of a TIFF slice folder or NIfTI file, read from headers only (no pixel data)."""
-    from synclr_monai.data.io import is_nifti, list_slices
+    """``(Z, Y, X)`` of a TIFF slice folder, NIfTI file or Zarr store, read from headers only (no pixel data)."""
+    from synclr_monai.data.io import is_nifti, is_zarr, list_slices, open_volume
 
+    if is_zarr(path):
+        return open_volume(path).shape  # a lazy ZarrVolume: metadata only
     if is_nifti(path):
         import nibabel as nib
 
