@@ -202,7 +202,7 @@ def find_bboxes(root: str | Path, numbers: list[int] | None = None, strict: bool
     if strict:
         problems = [msg for s in sources for msg in s.problems()]
         if problems:
-            raise DataFormatError("incomplete dataset:\n  " + "\n  ".join(problems))
+            raise DataFormatError("incomplete or ambiguous dataset:\n  " + "\n  ".join(problems))
     return sources
 
 

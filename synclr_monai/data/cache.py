@@ -243,7 +243,9 @@ def _load_or_build(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        logger.info("%s: waiting for another process building the cache %s (lock %s)", source.name, path, lock.lock_file)
+        logger.info(
+            "%s: waiting for another process building the cache %s (lock %s)", source.name, path, lock.lock_file
+        )
         lock.acquire()
     try:
         cached = _try_read(path, fingerprint, warn=True)

@@ -243,7 +243,9 @@ def check_dataset(root: str | Path, label_maps: dict | None = None) -> CheckRepo
 def main(argv: list[str] | None = None) -> int:
     """``python -m synclr_monai check DIR [--label-maps FILE]``: print the summary; exit 2 on problems."""
     parser = argparse.ArgumentParser(prog="python -m synclr_monai check", description=__doc__)
-    parser.add_argument("root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx/.csv/.parquet)")
+    parser.add_argument(
+        "root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx/.csv/.parquet)"
+    )
     parser.add_argument(
         "--label-maps", type=Path, default=None, help="YAML/JSON file {bbox_number: {mito, vesicle, cleft, cleft2}}"
     )

@@ -323,7 +323,8 @@ class ZarrVolume:
             elif size != 1:
                 raise DataFormatError(
                     f"{self.where}: array shaped {tuple(array.shape)} has {size} entries on leading axis {axis}, "
-                    "which is not the channel axis; expected [z, y, x], a leading channel axis, or leading axes of size 1"
+                    "which is not the channel axis; expected [z, y, x], a leading channel axis, or leading axes of "
+                    "size 1"
                 )
             else:
                 prefix.append(0)
@@ -412,11 +413,16 @@ def _zarr_level0(path: Path):
         axes = _ome_axes(image.get("axes"))
     ndim = node.ndim
     if ndim < 3 or ndim > 5:
-        raise DataFormatError(f"{where}: expected a 3-D [z, y, x] array (optionally with leading channel axes), got shape {tuple(node.shape)}")
+        raise DataFormatError(
+            f"{where}: expected a 3-D [z, y, x] array (optionally with leading channel axes), got shape "
+            f"{tuple(node.shape)}"
+        )
     channel_axis: int | None = None
     if axes is not None:
         if len(axes) != ndim:
-            raise DataFormatError(f"{where}: the OME-Zarr axes {[a for a, _ in axes]} do not match the array's {ndim} dimensions")
+            raise DataFormatError(
+                f"{where}: the OME-Zarr axes {[a for a, _ in axes]} do not match the array's {ndim} dimensions"
+            )
         names = [name for name, _ in axes[-3:]]
         if names != ["z", "y", "x"]:
             raise DataFormatError(f"{where}: expected the last three axes to be z, y, x, got {names}")

@@ -93,7 +93,8 @@ def test_fingerprint_covers_zarr_chunk_files(zarr_copy):
     (source,) = find_bboxes(zarr_copy)
     lm = label_map_for(1)
     before = source_fingerprint(source, lm, "float16")
-    chunk = next(p for p in sorted((zarr_copy / "seg" / "bbox1.zarr").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    store = zarr_copy / "seg" / "bbox1.zarr"
+    chunk = next(p for p in sorted(store.rglob("*")) if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(chunk.read_bytes() + b"\0")  # a chunk deep in the store's nested folders
     assert source_fingerprint(source, lm, "float16") != before
 
