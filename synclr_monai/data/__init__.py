@@ -1,8 +1,9 @@
-"""Reading the lab's EM data: TIFF stacks, sheets and NIfTI; bbox assembly; HDF5 cache; synthetic data; checks."""
+"""Reading the lab's EM data: TIFF stacks, NIfTI and Zarr volumes, synapse tables; bbox assembly; HDF5 cache;
+synthetic data; checks."""
 
 from .bbox import BBoxSource, BBoxVolume, assemble_bbox, find_bboxes, synapse_cube, zscore_volume
 from .cache import load_bbox
-from .io import DataFormatError, read_nifti, read_synapse_sheet, read_tiff_stack
+from .io import DataFormatError, open_volume, read_nifti, read_synapse_sheet, read_tiff_stack, read_volume, read_zarr
 from .label_maps import DEFAULT_LABEL_MAPS, LabelMap, label_map_for, resolve_label_maps
 
 __all__ = [
@@ -17,9 +18,12 @@ __all__ = [
     "find_bboxes",
     "label_map_for",
     "load_bbox",
+    "open_volume",
     "read_nifti",
     "read_synapse_sheet",
     "read_tiff_stack",
+    "read_volume",
+    "read_zarr",
     "resolve_label_maps",
     "synapse_cube",
     "zscore_volume",

@@ -20,7 +20,17 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import DataFormatError, NIFTI_SUFFIXES, is_nifti, list_slices, read_synapse_sheet, read_volume
+from .io import (
+    NIFTI_SUFFIXES,
+    TABLE_SUFFIXES,
+    ZARR_SUFFIX,
+    DataFormatError,
+    is_nifti,
+    is_zarr,
+    list_slices,
+    read_synapse_sheet,
+    read_volume,
+)
 from .label_maps import LabelMap, label_map_for
 
 __all__ = [
@@ -50,10 +60,12 @@ class BBoxSource:
     Args:
         root: the dataset root.
         number: N of ``bboxN``.
-        raw: ``raw/bboxN`` slice folder (or ``raw/bboxN.nii[.gz]``).
-        seg: ``seg/bboxN`` slice folder (or NIfTI).
-        mask: ``bbox_N`` slice folder (or NIfTI).
-        sheet: ``bboxN.xlsx``.
+        raw: ``raw/bboxN`` slice folder (or ``raw/bboxN.nii[.gz]``, ``raw/bboxN.zarr``).
+        seg: ``seg/bboxN`` slice folder (or NIfTI, Zarr).
+        mask: ``bbox_N`` slice folder (or NIfTI, Zarr).
+        sheet: the synapse table ``bboxN.xlsx`` (or ``bboxN.csv``, ``bboxN.parquet``).
+        conflicts: messages for parts present in more than one format (e.g. ``bbox1.xlsx`` and
+            ``bbox1.csv``): which one is meant is unclear, so such a bbox is refused.
     """
 
     root: Path
@@ -62,6 +74,7 @@ class BBoxSource:
     seg: Path
     mask: Path
     sheet: Path
+    conflicts: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def name(self) -> str:
@@ -73,51 +86,95 @@ class BBoxSource:
         out = []
         for role, path in (("raw", self.raw), ("seg", self.seg), ("mask", self.mask)):
             if not path.exists():
-                out.append(f"{path}: missing {role} {'volume' if is_nifti(path) else 'slice folder'}")
+                kind = "volume" if is_nifti(path) else "Zarr store" if is_zarr(path) else "slice folder"
+                out.append(f"{path}: missing {role} {kind}")
         if not self.sheet.is_file():
             out.append(f"{self.sheet}: missing synapse sheet")
         return out
 
+    def problems(self) -> list[str]:
+        """:meth:`missing` parts and parts present in more than one format."""
+        return [*self.missing(), *self.conflicts]
 
-def _role_path(base: Path, stem: str) -> Path:
-    """``base/stem`` as a slice folder if it exists, else a NIfTI file beside it if one exists."""
+
+def _volume_candidates(base: Path, stem: str) -> list[Path]:
+    """The volumes present for ``base/stem``: slice folder, NIfTI files, Zarr store."""
+    found = []
     folder = base / stem
     if folder.is_dir():
-        return folder
-    for suffix in NIFTI_SUFFIXES:
+        found.append(folder)
+    for suffix in (*NIFTI_SUFFIXES, ZARR_SUFFIX):
         candidate = base / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return folder
+        if candidate.is_file() if suffix != ZARR_SUFFIX else candidate.is_dir():
+            found.append(candidate)
+    return found
+
+
+def _role_path(base: Path, stem: str) -> Path:
+    """``base/stem`` as a slice folder if it exists, else a NIfTI file or Zarr store beside it if one exists."""
+    found = _volume_candidates(base, stem)
+    return found[0] if found else base / stem
+
+
+def _table_candidates(root: Path, number: int) -> list[Path]:
+    """The synapse tables present for bbox ``number``: ``bboxN.xlsx``, ``bboxN.csv``, ``bboxN.parquet``."""
+    return [root / f"bbox{number}{suffix}" for suffix in TABLE_SUFFIXES if (root / f"bbox{number}{suffix}").is_file()]
+
+
+def _conflicts(root: Path, number: int) -> tuple[str, ...]:
+    """One message per part of bbox ``number`` present in more than one format."""
+    out = []
+    for role, base, stem in (("raw", root / "raw", f"bbox{number}"), ("seg", root / "seg", f"bbox{number}"),
+                             ("mask", root, f"bbox_{number}")):
+        found = _volume_candidates(base, stem)
+        if len(found) > 1:
+            out.append(
+                f"{' and '.join(map(str, found))}: bbox{number} has {len(found)} {role} volumes; keep exactly one "
+                "(slice folder, NIfTI or Zarr)"
+            )
+    tables = _table_candidates(root, number)
+    if len(tables) > 1:
+        out.append(
+            f"{' and '.join(map(str, tables))}: bbox{number} has {len(tables)} synapse tables; keep exactly one "
+            "(xlsx, csv or parquet)"
+        )
+    return tuple(out)
 
 
 def find_bboxes(root: str | Path, numbers: list[int] | None = None, strict: bool = True) -> list[BBoxSource]:
     """Find the bboxes of a dataset root.
 
-    A bbox is announced by ``raw/bboxN`` (slice folder or NIfTI) or by a sheet ``bboxN.xlsx``.
+    A bbox is announced by ``raw/bboxN`` (slice folder, NIfTI or Zarr store) or by a synapse table
+    ``bboxN.xlsx``, ``bboxN.csv`` or ``bboxN.parquet``. Each part must exist in exactly one format.
 
     Args:
         root: the dataset root (``DATA/``).
         numbers: keep only these bbox numbers (all when None).
-        strict: raise if a bbox misses any of its parts (otherwise the caller checks ``missing()``).
+        strict: raise if a bbox misses any of its parts or has one in two formats (otherwise the caller
+            checks ``problems()``).
 
     Returns:
         The bboxes sorted by number.
 
     Raises:
         DataFormatError: if the root does not exist, holds no bbox, a requested number is absent, or
-            (strict) some part of a bbox is missing; the message lists every missing file.
+            (strict) some part of a bbox is missing or present twice; the message lists every such file.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(f"{root}: dataset root does not exist")
     found: set[int] = set()
-    pattern = re.compile(r"^bbox(\d+)(\.nii(\.gz)?|\.xlsx)?$", re.IGNORECASE)
+    pattern = re.compile(r"^bbox(\d+)(\.nii(\.gz)?|\.zarr|\.xlsx|\.csv|\.parquet)?$", re.IGNORECASE)
     for parent in (root / "raw", root):
         if parent.is_dir():
             for entry in parent.iterdir():
                 m = pattern.match(entry.name)
-                if m and (parent == root / "raw" or m.group(2) and m.group(2).lower() == ".xlsx"):
+                if not m:
+                    continue
+                suffix = (m.group(2) or "").lower()
+                if parent == root / "raw" and suffix not in TABLE_SUFFIXES:
+                    found.add(int(m.group(1)))
+                elif parent == root and suffix in TABLE_SUFFIXES:
                     found.add(int(m.group(1)))
     if numbers is not None:
         absent = sorted(set(numbers) - found)
@@ -125,22 +182,27 @@ def find_bboxes(root: str | Path, numbers: list[int] | None = None, strict: bool
             raise DataFormatError(f"{root}: requested bboxes {absent} not found (found {sorted(found)})")
         found = set(numbers)
     if not found:
-        raise DataFormatError(f"{root}: no bbox found (expected raw/bboxN slice folders and bboxN.xlsx sheets)")
-    sources = [
-        BBoxSource(
-            root=root,
-            number=n,
-            raw=_role_path(root / "raw", f"bbox{n}"),
-            seg=_role_path(root / "seg", f"bbox{n}"),
-            mask=_role_path(root, f"bbox_{n}"),
-            sheet=root / f"bbox{n}.xlsx",
+        raise DataFormatError(
+            f"{root}: no bbox found (expected raw/bboxN slice folders or volumes and bboxN.xlsx/.csv/.parquet tables)"
         )
-        for n in sorted(found)
-    ]
+    sources = []
+    for n in sorted(found):
+        tables = _table_candidates(root, n)
+        sources.append(
+            BBoxSource(
+                root=root,
+                number=n,
+                raw=_role_path(root / "raw", f"bbox{n}"),
+                seg=_role_path(root / "seg", f"bbox{n}"),
+                mask=_role_path(root, f"bbox_{n}"),
+                sheet=tables[0] if tables else root / f"bbox{n}.xlsx",
+                conflicts=_conflicts(root, n),
+            )
+        )
     if strict:
-        problems = [msg for s in sources for msg in s.missing()]
+        problems = [msg for s in sources for msg in s.problems()]
         if problems:
-            raise DataFormatError("incomplete dataset:\n  " + "\n  ".join(problems))
+            raise DataFormatError("incomplete or ambiguous dataset:\n  " + "\n  ".join(problems))
     return sources
 
 
@@ -242,7 +304,7 @@ def _warn_nonfinite(source: BBoxSource, raw: np.ndarray) -> None:
     if not total:
         return
     bad = np.nonzero(counts)[0]
-    if source.raw.is_dir():
+    if source.raw.is_dir() and not is_zarr(source.raw):
         files = list_slices(source.raw, check_numbering=False)
         where = ", ".join(f"{files[z].name} ({counts[z]})" for z in bad[:5])
     else:

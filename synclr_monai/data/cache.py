@@ -6,6 +6,11 @@ was built from: the source files (names, sizes, mtimes), the label map, the raw 
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
 
+Concurrent loaders (the ranks of a DDP run, several DataLoader workers) build a bbox's cache once: the
+build holds a per-bbox file lock (``bboxN.h5.lock`` beside the cache), and a process that finds the
+lock taken waits, then reads the cache the other one wrote. Under the lock, temporaries left by a
+killed build (``.bboxN.h5.<random>.tmp``) are removed; they are never read as a cache.
+
 Corruption in place (a flipped bit on disk) must not load as data: every chunk of the volumes carries
 HDF5's fletcher32 checksum (h5py raises on a mismatch) and the attributes (name, sheet, label values)
 a SHA-256 stored beside them, so a damaged cache is caught and rebuilt like any unreadable one.
@@ -25,7 +30,7 @@ import pandas as pd
 
 from ..utils import atomic_output
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox, label_problems
-from .io import DataFormatError
+from .io import DataFormatError, is_zarr
 from .label_maps import LabelMap, label_map_for
 
 __all__ = ["CACHE_FORMAT_VERSION", "source_fingerprint", "write_cache", "read_cache", "load_bbox"]
@@ -38,7 +43,13 @@ CHUNK = 64
 
 
 def _files_of(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    """The files a source part consists of: a slice folder's files, every file of a Zarr store (its
+    metadata and chunk files, in nested folders), or the file itself."""
+    if not path.is_dir():
+        return [path]
+    if is_zarr(path):
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return sorted(p for p in path.iterdir() if p.is_file())
 
 
 def source_fingerprint(
@@ -47,7 +58,10 @@ def source_fingerprint(
     raw_dtype: str,
     vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
 ) -> str:
-    """A SHA-256 over the source files' names, sizes and mtimes and the assembly settings."""
+    """A SHA-256 over the source files' names, sizes and mtimes and the assembly settings.
+
+    A Zarr store counts every file in it (chunks included), so rewriting one chunk invalidates the cache.
+    """
     h = hashlib.sha256()
     settings = {
         "version": CACHE_FORMAT_VERSION,
@@ -183,6 +197,23 @@ def load_bbox(
     return volume
 
 
+def _try_read(path: Path, fingerprint: str, warn: bool) -> BBoxVolume | None:
+    """The cached volume, or None when absent, stale or (with a warning when ``warn``) unreadable."""
+    try:
+        return read_cache(path, fingerprint)
+    except Exception as err:  # any unreadable cache is rebuilt, never trusted
+        if warn:
+            warnings.warn(f"{path}: unreadable cache ({type(err).__name__}: {err}); rebuilding it", stacklevel=4)
+        return None
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of ``path`` left by a killed build (call only while holding the build lock)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        logger.info("%s: removing the temporary file %s left by an interrupted build", path, tmp)
+        tmp.unlink(missing_ok=True)
+
+
 def _load_or_build(
     source: BBoxSource,
     cache_dir: str | Path | None,
@@ -191,19 +222,40 @@ def _load_or_build(
     raw_dtype: str,
     vesicle_search_radius: int,
 ) -> BBoxVolume:
+    """The cached volume, or the assembled one after writing it to the cache, built once across processes.
+
+    A valid cache is read without locking. Otherwise the per-bbox lock ``bboxN.h5.lock`` is taken (waiting,
+    with a log line, while another process builds), the cache is read again (the other process may just have
+    written it), and only if it is still absent, stale or broken is the bbox assembled and written.
+    """
+    from filelock import FileLock, Timeout
+
     if cache_dir is None:
         return assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
     fingerprint = source_fingerprint(source, label_map, raw_dtype, vesicle_search_radius)
     path = Path(cache_dir) / f"{source.name}.h5"
-    try:
-        cached = read_cache(path, fingerprint)
-    except Exception as err:  # any unreadable cache is rebuilt, never trusted
-        warnings.warn(f"{path}: unreadable cache ({type(err).__name__}: {err}); rebuilding it", stacklevel=2)
-        cached = None
+    cached = _try_read(path, fingerprint, warn=False)
     if cached is not None:
         logger.info("%s: loaded from cache %s", source.name, path)
         return cached
-    logger.info("%s: assembling from %s (cache %s)", source.name, source.root, path)
-    volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
-    write_cache(volume, path, fingerprint)
-    return volume
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info(
+            "%s: waiting for another process building the cache %s (lock %s)", source.name, path, lock.lock_file
+        )
+        lock.acquire()
+    try:
+        cached = _try_read(path, fingerprint, warn=True)
+        if cached is not None:
+            logger.info("%s: loaded from cache %s (built by another process)", source.name, path)
+            return cached
+        _remove_stale_temporaries(path)
+        logger.info("%s: assembling from %s (cache %s)", source.name, source.root, path)
+        volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
+        write_cache(volume, path, fingerprint)
+        return volume
+    finally:
+        lock.release()

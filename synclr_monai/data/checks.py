@@ -18,7 +18,16 @@ import numpy as np
 from .bbox import BBoxSource, find_bboxes, sheet_point
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
 from .bbox import nonfinite_per_slice
-from .io import DataFormatError, is_nifti, list_slices, read_slice, read_synapse_sheet, read_volume, slice_gaps
+from .io import (
+    DataFormatError,
+    is_nifti,
+    is_zarr,
+    list_slices,
+    read_slice,
+    read_synapse_sheet,
+    read_volume,
+    slice_gaps,
+)
 from .label_maps import LabelMap, label_map_for, resolve_label_maps
 
 __all__ = ["BBoxSummary", "CheckReport", "check_bbox", "check_dataset", "main"]
@@ -85,9 +94,10 @@ def _nonfinite_problem(where: Path, count: int) -> str:
 
 
 def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
-    """Read a role's stack slice by slice, recording unreadable slices, gaps in the numbering, shape
-    mismatches and (raw) non-finite voxels."""
-    if is_nifti(path):
+    """Read a role's volume, recording what is wrong: for a TIFF stack slice by slice (unreadable slices, gaps
+    in the numbering, shape mismatches); for NIfTI and Zarr the whole volume (unreadable file or chunks, bad
+    shape); and (raw) non-finite voxels."""
+    if is_nifti(path) or is_zarr(path):
         try:
             vol = read_volume(path, role)
         except DataFormatError as err:
@@ -133,7 +143,7 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
     """Check one bbox's files and sheet; every problem goes into the summary."""
     summary = BBoxSummary(name=source.name)
     problems = summary.problems
-    problems.extend(source.missing())
+    problems.extend(source.problems())
     if label_map is None:
         problems.append(f"{source.root}: no label map for {source.name} (add it to the label_maps config)")
 
@@ -233,7 +243,9 @@ def check_dataset(root: str | Path, label_maps: dict | None = None) -> CheckRepo
 def main(argv: list[str] | None = None) -> int:
     """``python -m synclr_monai check DIR [--label-maps FILE]``: print the summary; exit 2 on problems."""
     parser = argparse.ArgumentParser(prog="python -m synclr_monai check", description=__doc__)
-    parser.add_argument("root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx)")
+    parser.add_argument(
+        "root", type=Path, help="dataset root (holding raw/, seg/, bbox_N/ and bboxN.xlsx/.csv/.parquet)"
+    )
     parser.add_argument(
         "--label-maps", type=Path, default=None, help="YAML/JSON file {bbox_number: {mito, vesicle, cleft, cleft2}}"
     )

@@ -1,7 +1,10 @@
-"""Reading the lab's files: TIFF slice stacks, synapse sheets and NIfTI volumes.
+"""Reading the lab's files: TIFF slice stacks, NIfTI and Zarr / OME-Zarr volumes, synapse tables.
 
 Every reader returns volumes indexed ``[z, y, x]`` and raises :class:`DataFormatError` naming the
-file and what is wrong with it.
+file and what is wrong with it. A volume is a TIFF slice folder (``raw/bboxN/``), a NIfTI file
+(``raw/bboxN.nii.gz``) or a Zarr store (``raw/bboxN.zarr``: a Zarr array, or an OME-Zarr group whose
+level 0 is read); a synapse table is an Excel sheet (``bboxN.xlsx``), a CSV or a Parquet file (the
+latter needs ``pyarrow``), all with the same columns.
 """
 
 from __future__ import annotations
@@ -27,8 +30,15 @@ __all__ = [
     "read_tiff_stack",
     "read_synapse_sheet",
     "read_nifti",
+    "read_volume",
+    "open_volume",
+    "ZarrVolume",
+    "read_zarr",
+    "write_zarr_volume",
     "is_nifti",
     "volume_shape",
+    "is_zarr",
+    "TABLE_SUFFIXES",
 ]
 
 #: Columns every synapse sheet must have: id, cleft centre and one point inside each partner, (x, y, z).
@@ -42,6 +52,11 @@ SHEET_COLUMNS: tuple[str, ...] = (
 LUMINOSITY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
 TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ZARR_SUFFIX = ".zarr"
+#: Synapse-table formats, in the order they are looked for: ``bboxN.xlsx``, ``bboxN.csv``, ``bboxN.parquet``.
+TABLE_SUFFIXES = (".xlsx", ".csv", ".parquet")
+#: Edge of the chunks :func:`write_zarr_volume` writes (the training cubes are 64-80 voxels).
+ZARR_CHUNK = 64
 
 
 class DataFormatError(DataError):
@@ -57,6 +72,11 @@ def natural_sort_key(path: str | Path) -> list:
 def is_nifti(path: str | Path) -> bool:
     """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_zarr(path: str | Path) -> bool:
+    """Whether ``path`` names a Zarr store (a folder ending in ``.zarr``)."""
+    return str(path).lower().rstrip("/").endswith(ZARR_SUFFIX)
 
 
 def slice_number(path: str | Path) -> int | None:
@@ -240,16 +260,255 @@ def read_nifti(path: str | Path, role: str = "raw") -> np.ndarray:
     return arr
 
 
+def _label_values(arr: np.ndarray, where: Path | str) -> np.ndarray:
+    """Integer labels from a label array: bool to uint8, integral floats to int64, anything else an error."""
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.mod(arr, 1) == 0):
+            raise DataFormatError(f"{where}: label volume holds non-integer values (dtype {arr.dtype})")
+        return arr.astype(np.int64)
+    return arr
+
+
+def _ome_axes(axes: object) -> list[tuple[str, str]] | None:
+    """``[(name, type), ...]`` of OME-Zarr ``axes`` metadata (0.4: dicts; 0.3: names), None without any."""
+    if not isinstance(axes, (list, tuple)) or not axes:
+        return None
+    out = []
+    for axis in axes:
+        if isinstance(axis, dict):
+            out.append((str(axis.get("name", "")).lower(), str(axis.get("type", "")).lower()))
+        else:
+            out.append((str(axis).lower(), ""))
+    return out
+
+
+class ZarrVolume:
+    """A Zarr volume opened lazily: indexing ``[z, y, x]`` reads only the chunks it touches.
+
+    The same rules as for TIFF stacks apply to what indexing returns: a raw volume with a channel axis of
+    3 or more channels becomes gray with :data:`LUMINOSITY_WEIGHTS` (float32), otherwise channel 0 is taken;
+    label volumes take channel 0 and come back as integers (integral floats as int64, bool as uint8).
+
+    Args:
+        path: the ``.zarr`` store (for messages).
+        role: ``"raw"`` or ``"label"``.
+        array: the Zarr array (level 0 of an OME-Zarr image): ``[Z, Y, X]``, or with leading axes of which
+            one may be the channel axis and the others must have size 1 (e.g. OME-Zarr's ``t, c, z, y, x``).
+        channel_axis: index of the channel axis among the leading axes; None when there is none.
+        where: how messages name the array (the store, or ``store/level``).
+
+    Raises:
+        DataFormatError: a leading non-channel axis with more than one entry.
+    """
+
+    ndim = 3
+
+    def __init__(self, path: Path, role: str, array, channel_axis: int | None, where: str | None = None) -> None:
+        self.path = Path(path)
+        self.role = role
+        self.array = array
+        self.where = where or str(path)
+        lead = array.ndim - 3
+        prefix: list[int | slice] = []
+        self._luminosity = False
+        for axis in range(lead):
+            size = int(array.shape[axis])
+            if axis == channel_axis:
+                if role == "raw" and size >= 3:
+                    prefix.append(slice(0, 3))
+                    self._luminosity = True
+                else:
+                    prefix.append(0)
+            elif size != 1:
+                raise DataFormatError(
+                    f"{self.where}: array shaped {tuple(array.shape)} has {size} entries on leading axis {axis}, "
+                    "which is not the channel axis; expected [z, y, x], a leading channel axis, or leading axes of "
+                    "size 1"
+                )
+            else:
+                prefix.append(0)
+        self._prefix = tuple(prefix)
+        stored = np.dtype(array.dtype)
+        if self._luminosity:
+            self.dtype = np.dtype(np.float32)
+        elif role == "label" and stored == bool:
+            self.dtype = np.dtype(np.uint8)
+        elif role == "label" and not np.issubdtype(stored, np.integer):
+            self.dtype = np.dtype(np.int64)
+        else:
+            self.dtype = stored
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)``."""
+        return tuple(int(s) for s in self.array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """The stored chunk edges along ``(Z, Y, X)``."""
+        return tuple(int(c) for c in self.array.chunks[-3:])  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"ZarrVolume({str(self.where)!r}, role={self.role!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getitem__(self, key) -> np.ndarray:
+        """Read a region: ``key`` indexes ``[z, y, x]`` (integers, slices, an Ellipsis)."""
+        key = key if isinstance(key, tuple) else (key,)
+        try:
+            arr = np.asarray(self.array[(*self._prefix, *key)])
+        except IndexError as err:
+            raise IndexError(f"{self.where}: bad index {key!r} for a volume shaped {self.shape}: {err}") from err
+        except Exception as err:  # codecs and stores raise many types for damaged chunks
+            raise DataFormatError(f"{self.where}: unreadable Zarr chunk data ({type(err).__name__}: {err})") from err
+        if self._luminosity:
+            arr = np.moveaxis(arr, 0, -1).astype(np.float32) @ LUMINOSITY_WEIGHTS
+        if self.role == "label":
+            arr = _label_values(arr, self.where)
+        return arr
+
+    def read(self, slab: int = ZARR_CHUNK) -> np.ndarray:
+        """The whole volume in memory, read ``slab`` z-slices at a time."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        for z in range(0, self.shape[0], slab):
+            out[z : z + slab] = self[z : z + slab]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.read()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _zarr_level0(path: Path):
+    """The array of a Zarr store: the store itself, or level 0 of an OME-Zarr group; with its channel axis."""
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as err:  # a folder without Zarr metadata, broken JSON, ...
+        raise DataFormatError(f"{path}: unreadable Zarr store ({type(err).__name__}: {err})") from err
+    where = str(path)
+    axes = None
+    if not isinstance(node, zarr.Array):
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+        try:
+            image = multiscales[0]
+            level = str(image["datasets"][0]["path"])
+        except (TypeError, KeyError, IndexError) as err:
+            raise DataFormatError(
+                f"{path}: a Zarr group without OME-Zarr 'multiscales' metadata naming its datasets; expected a Zarr "
+                "array [z, y, x] or an OME-Zarr image (level 0 = the first dataset)"
+            ) from err
+        where = f"{path}/{level}"
+        try:
+            node = node[level]
+        except Exception as err:
+            raise DataFormatError(
+                f"{where}: level 0 named by the OME-Zarr multiscales metadata is missing or unreadable "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        if not isinstance(node, zarr.Array):
+            raise DataFormatError(f"{where}: level 0 of the OME-Zarr image is not an array")
+        axes = _ome_axes(image.get("axes"))
+    ndim = node.ndim
+    if ndim < 3 or ndim > 5:
+        raise DataFormatError(
+            f"{where}: expected a 3-D [z, y, x] array (optionally with leading channel axes), got shape "
+            f"{tuple(node.shape)}"
+        )
+    channel_axis: int | None = None
+    if axes is not None:
+        if len(axes) != ndim:
+            raise DataFormatError(
+                f"{where}: the OME-Zarr axes {[a for a, _ in axes]} do not match the array's {ndim} dimensions"
+            )
+        names = [name for name, _ in axes[-3:]]
+        if names != ["z", "y", "x"]:
+            raise DataFormatError(f"{where}: expected the last three axes to be z, y, x, got {names}")
+        found = [i for i, (name, kind) in enumerate(axes[:-3]) if kind == "channel" or name == "c"]
+        channel_axis = found[0] if found else None
+    elif ndim > 3:
+        channel_axis = ndim - 4  # [c, z, y, x], or OME's [t, c, z, y, x]
+    return node, channel_axis, where
+
+
+def open_volume(path: str | Path, role: str = "raw") -> "ZarrVolume | np.ndarray":
+    """Open a volume for reading parts of it: lazily for Zarr, in memory for TIFF stacks and NIfTI.
+
+    Both results index ``[z, y, x]`` and have ``shape``, ``dtype`` and ``ndim``; indexing returns NumPy
+    arrays. A :class:`ZarrVolume` reads only the chunks an index touches (``.array`` is the Zarr array
+    itself, ``.read()`` the whole volume).
+
+    Args:
+        path: a ``.zarr`` store, a TIFF slice folder or a NIfTI file.
+        role: ``"raw"`` or ``"label"`` (see :func:`read_slice`).
+
+    Raises:
+        DataFormatError: an unreadable or badly shaped volume, naming the file.
+    """
+    if role not in ("raw", "label"):
+        raise ValueError(f"role must be 'raw' or 'label', got {role!r}")
+    path = Path(path)
+    if is_zarr(path):
+        if not path.is_dir():
+            raise DataFormatError(f"{path}: Zarr store does not exist")
+        array, channel_axis, where = _zarr_level0(path)
+        return ZarrVolume(path, role, array, channel_axis, where)
+    return read_volume(path, role)
+
+
+def read_zarr(path: str | Path, role: str = "raw") -> np.ndarray:
+    """Read a Zarr array or the level 0 of an OME-Zarr image as a ``[z, y, x]`` volume in memory.
+
+    Args:
+        path: the ``.zarr`` store.
+        role: ``"raw"`` or ``"label"`` (see :class:`ZarrVolume` for the channel and dtype rules).
+
+    Raises:
+        DataFormatError: a missing or unreadable store, a group without multiscales metadata, a bad shape,
+            damaged chunks, or non-integer labels, naming the store.
+    """
+    volume = open_volume(path, role)
+    assert isinstance(volume, ZarrVolume)
+    return volume.read()
+
+
+def write_zarr_volume(path: str | Path, volume: np.ndarray, chunk: int = ZARR_CHUNK) -> Path:
+    """Write a ``[z, y, x]`` volume as a Zarr array chunked ``chunk``³ (clipped to the volume).
+
+    Args:
+        path: the ``.zarr`` store to create (it must not exist).
+        volume: the array.
+        chunk: chunk edge in voxels.
+
+    Returns:
+        ``path``.
+    """
+    import zarr
+
+    path = Path(path)
+    chunks = tuple(min(int(chunk), int(s)) for s in volume.shape)
+    array = zarr.open_array(store=str(path), mode="w-", shape=volume.shape, chunks=chunks, dtype=volume.dtype)
+    array[...] = volume
+    return path
+
+
 def read_volume(path: str | Path, role: str = "raw") -> np.ndarray:
-    """Read a TIFF slice folder or a NIfTI file, whichever ``path`` is."""
+    """Read a TIFF slice folder, a NIfTI file or a Zarr store, whichever ``path`` is, into memory."""
+    if is_zarr(path):
+        return read_zarr(path, role)
     return read_nifti(path, role) if is_nifti(path) else read_tiff_stack(path, role)
 
 
 def read_synapse_sheet(path: str | Path, required: Sequence[str] = SHEET_COLUMNS) -> pd.DataFrame:
-    """Read a synapse sheet (``bboxN.xlsx``) and validate its columns.
+    """Read a synapse table (``bboxN.xlsx``, ``bboxN.csv`` or ``bboxN.parquet``) and validate its columns.
 
     Args:
-        path: the Excel file (``.csv`` is accepted too, with the same columns).
+        path: the Excel, CSV or Parquet file (the same columns in each; ``Var1`` is read as text from Excel and
+            CSV, so ids such as ``007`` keep their zeros; Parquet keeps the type it was written with, so write
+            ``Var1`` as strings there). Parquet needs ``pyarrow``.
         required: the columns that must be present.
 
     Returns:
@@ -257,16 +516,27 @@ def read_synapse_sheet(path: str | Path, required: Sequence[str] = SHEET_COLUMNS
         ``Var1`` are dropped.
 
     Raises:
-        DataFormatError: if the file is unreadable, misses columns, or has non-numeric coordinates.
+        DataFormatError: if the file is unreadable, misses columns, or has non-numeric coordinates; for a
+            Parquet table when pyarrow is not installed.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: synapse sheet does not exist")
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".csv":
+        if suffix == ".csv":
             df = pd.read_csv(path, dtype={"Var1": str})
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
         else:
             df = pd.read_excel(path, engine="openpyxl", dtype={"Var1": str})
+    except ImportError as err:
+        if suffix != ".parquet":
+            raise
+        raise DataFormatError(
+            f"{path}: reading a Parquet synapse table needs pyarrow: pip install pyarrow (or save the table as "
+            f"{path.stem}.csv or {path.stem}.xlsx)"
+        ) from err
     except Exception as err:
         raise DataFormatError(f"{path}: unreadable sheet ({type(err).__name__}: {err})") from err
     df.columns = [str(c).strip() for c in df.columns]
@@ -290,7 +560,9 @@ def read_synapse_sheet(path: str | Path, required: Sequence[str] = SHEET_COLUMNS
 
 
 def volume_shape(path: Path) -> tuple[int, int, int]:
-    """``(Z, Y, X)`` of a TIFF slice folder or NIfTI file, read from headers only (no pixel data)."""
+    """``(Z, Y, X)`` of a TIFF slice folder, NIfTI file or Zarr store, read from headers only (no pixel data)."""
+    if is_zarr(path):
+        return tuple(int(n) for n in open_volume(path).shape)  # a lazy ZarrVolume: metadata only
     if is_nifti(path):
         import nibabel as nib
 
