@@ -6,7 +6,7 @@ same workflow for Python callers:
 
 - dataset: :class:`~synclr_monai.data.synapse_cubes.SynapseCubeDataset` (one cube per synapse listed in the
   sheets, cut and normalised as in training, in the input mode of the encoder's sidecar);
-- network: the exported encoder (:func:`load_pretrained_encoder` into the sidecar's architecture), its
+- network: the exported encoder (:func:`loaded_encoder` into the sidecar's architecture), its
   features averaged over the cube's 24 rotations (:class:`~synclr_monai.networks.rotation_average.RotationAveragedEncoder`);
 - evaluator: MONAI's ``SupervisedEvaluator`` with a ``SimpleInferer``;
 - handlers: Ignite's ``ProgressBar`` and the :class:`~synclr_monai.inference.writer.EmbeddingsWriter`.
@@ -26,12 +26,12 @@ from torch import nn
 
 from synclr_monai.errors import MissingFileError
 
-__all__ = ["embeddings_attrs", "load_pretrained_encoder", "run_inference"]
+__all__ = ["embeddings_attrs", "loaded_encoder", "run_inference"]
 
 logger = logging.getLogger(__name__)
 
 
-def load_pretrained_encoder(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+def loaded_encoder(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     """``network`` with the exported encoder's weights loaded (strictly), for configs that wire objects.
 
     Args:
@@ -139,7 +139,7 @@ def run_inference(
         voxel_size=spec["voxel_size"], az_radius=spec["az_radius"],
     )  # fmt: skip
     encoder = exportable_encoder(spec["backbone"], spec["in_channels"], spec["backbone_kwargs"])
-    network = RotationAveragedEncoder(load_pretrained_encoder(encoder, encoder_path), rotations).to(device)
+    network = RotationAveragedEncoder(loaded_encoder(encoder, encoder_path), rotations).to(device)
     logger.info(
         "embedding %d synapses of %s with %s (%s, cube %d, input %s, %d rotation(s) averaged)",
         len(dataset), dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"], rotations,
