@@ -29,7 +29,7 @@ COMMANDS = {
     "synth": "synclr_monai.data.synthetic:main",
     "check": "synclr_monai.data.checks:main",
     "evaluate": "synclr_monai.evaluation.cli:main",
-    "finetune": "synclr_monai.evaluation.finetune:main",
+    "finetune": "synclr_monai.finetune.cli:main",
     "neighbours": "synclr_monai.atlas.neighbours:main",
     "propagate": "synclr_monai.atlas.propagate:main",
     "outliers": "synclr_monai.atlas.outliers:main",

@@ -45,6 +45,7 @@ __all__ = [
     "check_segmentation_size",
     "load_pretrained_encoder",
     "segmentation_backbone",
+    "segmentation_input_channels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,36 @@ def load_pretrained_encoder(network: nn.Module, encoder_path: str | os.PathLike)
     return loaded
 
 
+def _recorded_in_channels(meta: Mapping[str, Any]) -> int | None:
+    """The input channels a sidecar records (top level, or in ``backbone_kwargs`` for older exports)."""
+    recorded = meta.get("in_channels", (meta.get("backbone_kwargs") or {}).get("in_channels"))
+    return None if recorded is None else int(recorded)
+
+
+def segmentation_input_channels(encoder_path: str | os.PathLike | None) -> int:
+    """Input channels of a segmentation network started from an exported encoder (the one place that decides).
+
+    The cleft is the target of fine-tuning, so it never is an input: an encoder pre-trained on the three
+    channels (input mode ``channels``) gets raw, pre-synaptic mask and a zero cleft channel (3); one pre-trained
+    on one channel (``masked`` or ``raw``) gets the raw EM alone (1: masking the EM by the synapse mask would
+    hand the network its target). An export without an input mode: the channels its sidecar records; none, or
+    no export: 3.
+
+    Args:
+        encoder_path: the exported encoder, or None (training from scratch).
+
+    Returns:
+        1 or 3 (or the recorded count).
+    """
+    if encoder_path is None:
+        return 3
+    meta = read_encoder_metadata(encoder_path) or {}
+    if "input_mode" in meta:
+        return 3 if meta["input_mode"] == "channels" else 1
+    recorded = _recorded_in_channels(meta)
+    return 3 if recorded is None else recorded
+
+
 def segmentation_backbone(
     encoder_path: str | os.PathLike | None,
     backbone: str | None = None,
@@ -264,8 +295,8 @@ def segmentation_backbone(
         )
         name = look_up_option(spec["backbone"], BACKBONE_NAMES)
         kwargs = dict(spec["backbone_kwargs"])
-        recorded = meta.get("in_channels", (meta.get("backbone_kwargs") or {}).get("in_channels"))
-        if in_channels is not None and recorded is not None and int(recorded) != in_channels:
+        recorded = _recorded_in_channels(meta)
+        if in_channels is not None and recorded is not None and recorded != in_channels:
             raise ValueError(
                 f"{metadata_path(encoder_path)}: the encoder was trained on {recorded} input channels, "
                 f"but in_channels={in_channels} was asked for"

@@ -17,7 +17,6 @@ from .functional import (
     retained_voxels,
     rotate90,
 )
-from .mask import RandMaskDropout, RandMaskDropoutd
 from .params import TwoViewParams, ViewParams, sample_two_view_params, sample_view_params
 from .sampling import (
     CleftComponents,
@@ -41,8 +40,6 @@ __all__ = [
     "RAW_CHANNEL",
     "ROTATION_PLANES",
     "RandCubeSamplerd",
-    "RandMaskDropout",
-    "RandMaskDropoutd",
     "RandTwoViewd",
     "TwoViewParams",
     "ViewParams",

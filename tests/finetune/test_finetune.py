@@ -9,15 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from synclr_monai.evaluation.finetune import (
-    CleftInputd,
-    CleftVolume,
-    _training_item,
-    evaluate_cleft_dice,
-    main,
-    split_volumes,
-    training_transforms,
-)
+from synclr_monai.finetune.cli import main
+from synclr_monai.finetune.data import CleftInputd, CleftVolume, _training_item, split_volumes, training_transforms
+from synclr_monai.finetune.workflow import evaluate_cleft_dice
 from synclr_monai.networks import build_simclr, save_encoder
 
 
@@ -131,7 +125,7 @@ def test_finetune_loads_every_encoder_key_and_the_command_compares_both(syntheti
 
 
 def test_finetune_of_a_one_channel_encoder_and_kwargs_that_contradict_model_json(tmp_path, capsys):
-    from synclr_monai.evaluation.finetune import finetune_cleft_segmentation
+    from synclr_monai.finetune import finetune_cleft_segmentation
 
     # a masked-input (1-channel) encoder, the training default: fine-tuning takes its channels from model.json
     model = build_simclr("resnet10", in_channels=1, projection_hidden=16, projection_dim=4)
