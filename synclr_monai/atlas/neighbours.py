@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

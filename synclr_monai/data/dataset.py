@@ -20,17 +20,17 @@ are not counted here: each sample carries its ``fallback`` flag, which ``Fallbac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import CacheDataset
-from monai.transforms import Compose, Lambda, MapTransform, Transform
+from monai.transforms import Compose, Lambda, Transform
 
 from ..transforms.bbox_check import CheckBBoxd
 from ..transforms.config import AugmentConfig
-from ..transforms.sampling import CleftComponentsd, MaskAwareCubeSamplerd, RandCubeSamplerd, check_bbox_arrays
+from ..transforms.sampling import CleftComponentsd, MaskAwareCubeSamplerd, RandCubeSamplerd
 from ..transforms.views import RandTwoViewd
 
 __all__ = ["ContrastiveCubeDataset", "SAMPLING_MODES"]

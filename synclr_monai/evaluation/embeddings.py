@@ -15,11 +15,10 @@ that do not read HDF5. The inference workflow that writes it from a dataset and 
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 

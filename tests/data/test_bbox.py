@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tifffile
 
 from synclr_monai.data.bbox import assemble_bbox, find_bboxes, sheet_point, synapse_cube
 from synclr_monai.data.io import DataFormatError, read_synapse_sheet, read_tiff_stack

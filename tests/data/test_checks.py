@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pytest
 import tifffile
 
 from synclr_monai.__main__ import main as cli
