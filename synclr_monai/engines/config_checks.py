@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,25 +142,50 @@ def _require_synapses(sources: Sequence[Any], why: str) -> None:
         )
 
 
-def check_config_keys(overrides: Iterable[str], known: Iterable[str], source: str = "the config") -> None:
-    """Refuse override keys whose top-level id the config does not define (a typo would be silently ignored).
+def _missing_part(config: Any, parts: list[str]) -> str | None:
+    """The first of ``parts[:-1]`` (a nested id's path) that ``config`` lacks, as ``a#b``; None when all exist.
+
+    The last part may be new: it adds an argument to a component (``train#dataloader#prefetch_factor``).
+    """
+    node = config
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return "#".join(parts[: depth + 1])
+    return None
+
+
+def check_config_keys(
+    overrides: Iterable[str], known: Iterable[str] | Mapping[str, Any], source: str = "the config"
+) -> None:
+    """Refuse override keys whose id the config does not define (a typo would be silently ignored).
 
     Args:
-        overrides: override ids as given (``cube_size``, ``augment#blur_prob``, ``augment::blur_prob``).
-        known: the top-level keys the config files define.
+        overrides: override ids as given (``cube_size``, ``augment#blur_prob``, ``train#dataloader::num_workers``).
+        known: the config (its nested ids are checked too: every part of an id but the last must exist), or
+            only its top-level keys.
         source: the config files, for the message.
 
     Raises:
         TrainingConfigError: listing each unknown key with the closest known names ("did you mean ...?").
     """
+    config = known if isinstance(known, Mapping) else None
     known = sorted(set(known))
     unknown = []
     for key in overrides:
-        top = str(key).replace("::", "#").split("#")[0]
+        parts = str(key).replace("::", "#").split("#")
+        top = parts[0]
         if top and top not in known:
             close = difflib.get_close_matches(top, known, n=2, cutoff=0.6)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             unknown.append(f"{top}{hint}")
+        elif config is not None and len(parts) > 2:
+            missing = _missing_part(config, parts)
+            if missing is not None:
+                unknown.append(f"{key} ({missing} is not in the config)")
     if unknown:
         raise TrainingConfigError(
             f"unknown config key(s): {', '.join(unknown)}: not defined in {source}, so the value would be "
@@ -245,6 +270,5 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> list[str]:
     from monai.bundle import ConfigParser
 
     config = ConfigParser.load_config_files(files if len(files) > 1 else files[0])
-    known = set(config) | {"_meta_"}
-    check_config_keys(keys, known, source=" + ".join(files))
+    check_config_keys(keys, {"_meta_": {}, **dict(config)}, source=" + ".join(files))
     return keys

@@ -59,6 +59,11 @@ def test_override_parsing_knows_run_parameters_and_nested_ids():
     check_config_keys(keys, {"augment", "cube_size", "amp"})
     with pytest.raises(TrainingConfigError, match=r"augmnt \(did you mean augment\?\)"):
         check_config_keys(["augmnt::blur_prob"], {"augment", "cube_size"})
+    # with the config itself, nested ids are walked: a new last part is an argument, a wrong middle one is refused
+    config = {"train": {"dataloader": {"num_workers": 0}, "handlers": [{"save_dir": "x"}]}, "augment": {}}
+    check_config_keys(["train#dataloader#num_workers", "train#dataloader#prefetch_factor", "train#handlers#0#save_dir"], config)
+    with pytest.raises(TrainingConfigError, match=r"train#dataloder#num_workers \(train#dataloder is not in the config\)"):
+        check_config_keys(["train#dataloder#num_workers"], config)
 
 
 # ---- 13. data errors on one screen, exit code 2, traceback in the log ------------------------------------------------
