@@ -29,7 +29,7 @@ from .cache import load_bbox
 from .io import DataFormatError, read_synapse_sheet
 from .label_maps import resolve_label_maps
 
-__all__ = ["SynapseCubeDataset", "iter_dataset_cubes", "labelled_cubes_from_dataset"]
+__all__ = ["SynapseCubeDataset", "iter_dataset_cubes", "labelled_cubes_from_dataset", "sheet_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ def iter_dataset_cubes(
         raise ValueError(f"no synapse is listed in the sheets of {root}")
 
 
+def sheet_ids(dataset_dir: str | os.PathLike) -> pd.DataFrame:
+    """``bbox_name``, ``Var1`` (str) of every synapse in the sheets, in dataset order (bbox number, then row)."""
+    frames = [
+        pd.DataFrame({"bbox_name": s.name, "Var1": read_synapse_sheet(s.sheet)["Var1"].astype(str)})
+        for s in find_bboxes(dataset_dir)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["bbox_name", "Var1"])
+
+
 class SynapseCubeDataset(torch.utils.data.IterableDataset):
     """Every synapse of a dataset root as ``{"image": [C, S, S, S] float32, "bbox_name", "Var1"}``.
 
@@ -111,6 +120,11 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
     it has a length and MONAI's evaluators know their epoch length. Items come in dataset order (bbox,
     then sheet row), which is the order of the embeddings file. Iterate it in the main process
     (``num_workers=0``): the work is the bbox assembly, which a worker split by synapse would repeat.
+
+    Under torch.distributed (``torchrun``) each process takes one contiguous block of the synapse list
+    (``shard`` of ``num_shards``, by default its rank of the world), so it loads only the bboxes its block
+    touches, and the blocks in rank order are the dataset order again (what
+    :class:`~synclr_monai.inference.writer.EmbeddingsWriter` relies on when it merges them).
 
     Args:
         dataset_dir: dataset root in the lab's layout.
@@ -136,6 +150,8 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         input_mode: str = "channels",
         voxel_size: Sequence[float] | None = None,
         az_radius: int = 2,
+        shard: int | None = None,
+        num_shards: int | None = None,
     ) -> None:
         super().__init__()
         root = Path(dataset_dir)
@@ -145,10 +161,23 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         self.cube_size = int(cube_size)
         self.cache_dir = cache_dir
         self.label_maps = label_maps
-        self.ids = ids
         self.input_mode = input_mode
         self.voxel_size = voxel_size
         self.az_radius = int(az_radius)
+        if num_shards is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            num_shards, shard = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        self.num_shards, self.shard = int(num_shards or 1), int(shard or 0)
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"shard must be in [0, {self.num_shards}), got {shard}")
+        if self.num_shards > 1 and ids is None:
+            ids = sheet_ids(root)
+        if ids is not None and self.num_shards > 1:
+            n = len(ids)
+            if n < self.num_shards:
+                raise ValueError(f"{root}: {n} synapse(s) cannot be split over {self.num_shards} processes")
+            lo, hi = n * self.shard // self.num_shards, n * (self.shard + 1) // self.num_shards
+            ids = ids.iloc[lo:hi].reset_index(drop=True)
+        self.ids = ids
         if ids is not None:
             self._length = len(ids)
         else:

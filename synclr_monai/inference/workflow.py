@@ -89,7 +89,7 @@ def run_inference(
     progress: bool = True,
     input_mode: str | None = None,
     rotations: int = 24,
-) -> Path:
+) -> Path | None:
     """Embed every synapse listed in the sheets of a dataset with an exported encoder (the bundle's workflow).
 
     The encoder's sidecar (``model.json``) is the truth for the architecture and the input
@@ -114,7 +114,8 @@ def run_inference(
             24x the compute), 1 encodes the cube as cut. Recorded in the file's attributes.
 
     Returns:
-        The path of ``embeddings.h5``.
+        The path of ``embeddings.h5`` (None on the ranks other than 0 when torch.distributed is initialised:
+        each rank embeds a block of the synapses and rank 0 writes the merged file).
 
     Raises:
         FileNotFoundError: if the dataset folder or the encoder file does not exist.
@@ -158,8 +159,7 @@ def run_inference(
         decollate=False,
     )
     evaluator.run()
-    assert writer.path is not None  # written at COMPLETED
-    return writer.path
+    return writer.path  # written at COMPLETED (by rank 0 under torch.distributed; None on the other ranks)
 
 
 def _jsonable_label_maps(label_maps: Mapping | None) -> dict | None:

@@ -32,6 +32,10 @@ class EmbeddingsWriter:
     ``embeddings.h5`` and ``embeddings.csv`` (:func:`~synclr_monai.evaluation.embeddings.write_embeddings`,
     atomically) in the order the batches came, which is the dataset's order.
 
+    Under torch.distributed (inference under ``torchrun``, each rank embedding one contiguous block of the
+    synapses, :class:`~synclr_monai.data.synapse_cubes.SynapseCubeDataset`) the blocks are gathered to rank 0,
+    which writes the one file in rank order, i.e. in sheet order; the other ranks write nothing.
+
     Args:
         output_dir: folder of the files.
         attrs: provenance stored as attributes (``cube_size``, ``backbone``, ``checkpoint``, ...).
@@ -89,6 +93,15 @@ class EmbeddingsWriter:
     def _write(self, engine: Engine) -> None:
         if not self._vectors:
             raise ValueError("EmbeddingsWriter: no synapse was embedded")
-        ids = pd.DataFrame(self._ids, columns=list(self.id_keys))
-        self.path, _ = write_embeddings(self.output_dir, ids, np.concatenate(self._vectors), self.attrs)
-        logger.info("wrote %d embeddings to %s", len(ids), self.path)
+        ids, vectors = list(self._ids), np.concatenate(self._vectors)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+            dist.gather_object((ids, vectors), parts, dst=0)
+            if dist.get_rank() != 0:
+                return
+            ids = [i for part_ids, _ in parts for i in part_ids]
+            vectors = np.concatenate([part_vectors for _, part_vectors in parts])
+        frame = pd.DataFrame(ids, columns=list(self.id_keys))
+        self.path, _ = write_embeddings(self.output_dir, frame, vectors, self.attrs)
+        logger.info("wrote %d embeddings to %s", len(frame), self.path)
