@@ -1,6 +1,6 @@
 """Synthetic 3-D EM synapse dataset in the lab's exact on-disk layout.
 
-``generate_dataset`` writes, for bbox N = 1..n (see ``/work/shared/DESIGN.md``)::
+``generate_dataset`` writes, for bbox N = 1..n (the lab's layout, README "Data")::
 
     DIR/raw/bboxN/slice_001.tif ...   uint8 EM-like slices, one per z
     DIR/seg/bboxN/slice_001.tif ...   uint16 (uint32 if needed) instance ids, 0 = extracellular

@@ -32,7 +32,8 @@ class LARS(Optimizer):
 
     Args:
         params: parameters or parameter groups; a group may set ``lars_exclude``, ``weight_decay``, ...
-        lr: learning rate (e.g. :func:`~synclr_monai.optimizers.scaled_lr` of 0.001).
+        lr: learning rate, e.g. SimCLR's :func:`~synclr_monai.optimizers.scaled_lr` of 0.3 (each step is also scaled
+            by the trust ratio ``eta * ||w|| / ||d||``, so the lab's 0.001 barely moves the weights).
         momentum: momentum factor in [0, 1).
         weight_decay: L2 penalty added to the gradient (non-excluded groups).
         eta: trust coefficient.
