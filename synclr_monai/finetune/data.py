@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, MapTransform, RandCropByPosNegLabeld, RandFlipd, RandRotate90d
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    NormalizeIntensity,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+)
 from torch import nn
 
 __all__ = [
@@ -151,14 +159,14 @@ def zscore_raw_channel(x: torch.Tensor) -> torch.Tensor:
         x: ``[B, C, *spatial]``.
 
     Returns:
-        a new tensor of the same shape.
+        a new plain tensor of the same shape.
     """
-    dims = tuple(range(2, x.ndim))
-    raw = x[:, :1].float()
-    mean = raw.mean(dim=dims, keepdim=True)
-    std = raw.std(dim=dims, keepdim=True, correction=0)
-    raw = torch.where(std > 0, (raw - mean) / std.clamp_min(1e-12), torch.zeros_like(raw))
+    # MONAI's NormalizeIntensity (population std; a constant channel minus its mean is zeros), per sample
+    raw = torch.stack([torch.as_tensor(_RAW_ZSCORE(sample[:1].float())).as_subclass(torch.Tensor) for sample in x])
     return torch.cat([raw.to(x.dtype), x[:, 1:]], dim=1)
+
+
+_RAW_ZSCORE = NormalizeIntensity(channel_wise=True)
 
 
 class CleftInputd(MapTransform):
