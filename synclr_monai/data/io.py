@@ -24,7 +24,6 @@ __all__ = [
     "slice_gaps",
     "SHEET_COLUMNS",
     "LUMINOSITY_WEIGHTS",
-    "natural_sort_key",
     "list_slices",
     "read_slice",
     "read_tiff_stack",
@@ -61,12 +60,6 @@ ZARR_CHUNK = 64
 
 class DataFormatError(DataError):
     """A data file is missing, unreadable or not in the expected format (a ``ValueError``)."""
-
-
-def natural_sort_key(path: str | Path) -> list:
-    """Sort key that orders embedded numbers numerically (``slice_2`` before ``slice_10``)."""
-    name = Path(path).name
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -141,7 +134,10 @@ def list_slices(folder: str | Path, check_numbering: bool = True) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES]
     if not files:
         raise DataFormatError(f"{folder}: no .tif slices in the folder")
-    files = sorted(files, key=natural_sort_key)
+    # tifffile's natural sort (slice_2 before slice_10); the names share the folder, so sorting the paths sorts them
+    import tifffile
+
+    files = [Path(f) for f in tifffile.natural_sorted(str(f) for f in files)]
     if check_numbering:
         problem = slice_gaps(folder, files)
         if problem:
