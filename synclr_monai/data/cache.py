@@ -1,7 +1,7 @@
 """HDF5 cache of assembled bboxes.
 
 Assembling a bbox reads ~1700 TIFF slices and labels components; the cache keeps the result (raw in
-float16/float32, masks in uint8, chunked and compressed) together with a fingerprint of everything it
+float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks) together with a fingerprint of everything it
 was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
@@ -58,7 +58,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash; 5: the cleft component table
+# 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash; 5: the cleft component
+# table, the raw channel uncompressed
 CACHE_FORMAT_VERSION = 5
 # chunks of 64³ match the cube sizes read in training, so a random cube touches few chunks
 CHUNK = 64
@@ -128,14 +129,23 @@ def _table_hash(table: np.ndarray, packed: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compression: str = "lzf") -> Path:
+def write_cache(
+    volume: BBoxVolume,
+    path: str | Path,
+    fingerprint: str,
+    compression: str | None = "lzf",
+    raw_compression: str | None = None,
+) -> Path:
     """Write an assembled bbox and its cleft component table to ``path`` atomically.
 
     Args:
         volume: the assembled bbox.
         path: target ``.h5`` file.
         fingerprint: from :func:`source_fingerprint`.
-        compression: h5py filter (``"lzf"`` is fast; ``"gzip"`` smaller).
+        compression: h5py filter of the masks (``"lzf"`` is fast; ``"gzip"`` smaller; None: none).
+        raw_compression: h5py filter of the raw channel; None (default): uncompressed, because out-of-core
+            training (``data_mode: chunked``) decompresses every chunk a cube touches, and LZF on 64³ float16
+            chunks costs ~7x the read itself (docs/results.md, "Scale: chunked mode") for little gain on EM.
 
     Returns:
         ``path``.
@@ -154,7 +164,7 @@ def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compress
     }
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         # fletcher32: a per-chunk checksum that h5py verifies on every read
-        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression, fletcher32=True)
+        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=raw_compression, fletcher32=True)
         f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression, fletcher32=True)
         # small and read whole; its SHA-256 is in the (hashed) attribute "cleft_components"
         group = f.create_group("cleft_components")
