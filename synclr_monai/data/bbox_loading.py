@@ -58,7 +58,9 @@ class LoadBBoxd(MapTransform):
             hint = " (resolve 'auto' with synclr_monai.data.lazy.choose_data_mode)" if data_mode == "auto" else ""
             raise ValueError(f"LoadBBoxd: data_mode must be 'memory' or 'chunked', got {data_mode!r}{hint}")
         if data_mode == "chunked" and cache_dir is None:
-            raise ValueError("LoadBBoxd: data_mode 'chunked' reads the bboxes out of their HDF5 caches: give a cache_dir")
+            raise ValueError(
+                "LoadBBoxd: data_mode 'chunked' reads the bboxes out of their HDF5 caches: give a cache_dir"
+            )
         self.data_mode = data_mode
         self.cache_dir = cache_dir
         self.label_maps = resolve_label_maps(label_maps)
@@ -72,7 +74,9 @@ class LoadBBoxd(MapTransform):
             source = d[key]
             if not isinstance(source, BBoxSource):
                 raise TypeError(f"LoadBBoxd: item[{key!r}] must be a BBoxSource, got {type(source).__name__}")
-            args = (source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius, self.require_labels)
+            args = (
+                source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius, self.require_labels
+            )  # fmt: skip
             if self.data_mode == "chunked":
                 c = open_cached_bbox(*args)
                 d["raw"] = H5Volume(c.path, "raw", c.shape, c.raw_dtype, add_channel=True, fingerprint=c.fingerprint)

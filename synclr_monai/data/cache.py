@@ -1,8 +1,8 @@
 """HDF5 cache of assembled bboxes.
 
 Assembling a bbox reads ~1700 TIFF slices and labels components; the cache keeps the result (raw in
-float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks) together with a fingerprint of everything it
-was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
+float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks) together with a
+fingerprint of everything it was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
 
