@@ -478,7 +478,9 @@ def label_values(labels: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in np.unique(labels) if v != 0)
 
 
-def label_problems(volume: BBoxVolume, source: BBoxSource, label_map: LabelMap) -> list[str]:
+def label_problems(
+    volume: BBoxVolume, source: BBoxSource, label_map: LabelMap, has_cleft: bool | None = None
+) -> list[str]:
     """Why an assembled bbox does not fit its label map, the rule ``check`` applies too; empty when it fits.
 
     A bbox is refused when its mask has no cleft voxel (channel 2 would be empty: the label map names
@@ -487,9 +489,11 @@ def label_problems(volume: BBoxVolume, source: BBoxSource, label_map: LabelMap) 
     side points on background). An empty sheet is not a label problem (see the sampling/inference checks).
 
     Args:
-        volume: the assembled bbox.
+        volume: the assembled bbox (or anything with its ``name``, ``synapses`` and ``label_values``, such as
+            a :class:`~synclr_monai.data.cache.CachedBBox`, when ``has_cleft`` is given).
         source: its files (for the message).
         label_map: the label map used.
+        has_cleft: whether the bbox has a cleft voxel, when known without the mask (None: look at ``volume.cleft``).
 
     Returns:
         One message per problem, naming the bbox, the mask file, the label values found and what to do.
@@ -500,7 +504,7 @@ def label_problems(volume: BBoxVolume, source: BBoxSource, label_map: LabelMap) 
         "to train on it anyway"
     )
     problems = []
-    if not np.any(volume.cleft):
+    if not (np.any(volume.cleft) if has_cleft is None else has_cleft):
         problems.append(
             f"{source.mask}: {volume.name} has no cleft voxel: the label map's cleft values {label_map.cleft_values} "
             f"are not in the mask, which holds the values {found}; {fix}"

@@ -9,8 +9,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, find_bboxes
-from .cache import load_bbox
+from .cache import load_bbox, open_cached_bbox
 from .label_maps import resolve_label_maps
+from .lazy import H5Volume
 
 __all__ = ["LoadBBoxd", "bbox_data_list"]
 
@@ -22,6 +23,10 @@ class LoadBBoxd(MapTransform):
     ``"mask"`` (``[3, Z, Y, X]`` uint8: pre-synaptic, cleft, post-synaptic), ``"name"`` (``bboxN``) and ``"synapses"``
     (the sheet as a DataFrame).
 
+    With ``data_mode="chunked"`` the cache is built when needed but not read: ``"raw"`` and ``"mask"`` are
+    :class:`~synclr_monai.data.lazy.H5Volume` handles on its datasets (same shapes and dtypes), read cube by
+    cube in the process that samples (see :mod:`synclr_monai.data.lazy`).
+
     Args:
         keys: the key holding the :class:`BBoxSource` (one key).
         cache_dir: folder of HDF5 caches; None disables caching.
@@ -31,6 +36,11 @@ class LoadBBoxd(MapTransform):
         vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
         require_labels: refuse a bbox whose masks do not fit its label map (no cleft voxel, or no synapse with
             a pre-synaptic segment); False trains on it anyway (see :func:`~synclr_monai.data.cache.load_bbox`).
+        data_mode: ``"memory"`` (the assembled arrays) or ``"chunked"`` (out-of-core handles; needs
+            ``cache_dir``). Resolve ``"auto"`` first with :func:`~synclr_monai.data.lazy.choose_data_mode`.
+
+    Raises:
+        ValueError: an unknown ``data_mode``, or ``"chunked"`` without a ``cache_dir``.
     """
 
     def __init__(
@@ -41,8 +51,17 @@ class LoadBBoxd(MapTransform):
         raw_dtype: str = "float16",
         vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
         require_labels: bool = True,
+        data_mode: str = "memory",
     ) -> None:
         super().__init__(keys)
+        if data_mode not in ("memory", "chunked"):
+            hint = " (resolve 'auto' with synclr_monai.data.lazy.choose_data_mode)" if data_mode == "auto" else ""
+            raise ValueError(f"LoadBBoxd: data_mode must be 'memory' or 'chunked', got {data_mode!r}{hint}")
+        if data_mode == "chunked" and cache_dir is None:
+            raise ValueError(
+                "LoadBBoxd: data_mode 'chunked' reads the bboxes out of their HDF5 caches: give a cache_dir"
+            )
+        self.data_mode = data_mode
         self.cache_dir = cache_dir
         self.label_maps = resolve_label_maps(label_maps)
         self.raw_dtype = raw_dtype
@@ -55,9 +74,17 @@ class LoadBBoxd(MapTransform):
             source = d[key]
             if not isinstance(source, BBoxSource):
                 raise TypeError(f"LoadBBoxd: item[{key!r}] must be a BBoxSource, got {type(source).__name__}")
-            vol = load_bbox(
+            args = (
                 source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius, self.require_labels
-            )
+            )  # fmt: skip
+            if self.data_mode == "chunked":
+                c = open_cached_bbox(*args)
+                d["raw"] = H5Volume(c.path, "raw", c.shape, c.raw_dtype, add_channel=True, fingerprint=c.fingerprint)
+                d["mask"] = H5Volume(c.path, "mask", (c.mask_channels, *c.shape), "uint8", fingerprint=c.fingerprint)
+                d["name"] = c.name
+                d["synapses"] = c.synapses
+                continue
+            vol = load_bbox(*args)
             d["raw"] = vol.raw[None]
             d["mask"] = vol.mask
             d["name"] = vol.name

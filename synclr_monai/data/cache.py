@@ -1,8 +1,8 @@
 """HDF5 cache of assembled bboxes.
 
 Assembling a bbox reads ~1700 TIFF slices and labels components; the cache keeps the result (raw in
-float16/float32, masks in uint8, chunked and compressed) together with a fingerprint of everything it
-was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
+float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks) together with a
+fingerprint of everything it was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
 
@@ -12,8 +12,16 @@ lock taken waits, then reads the cache the other one wrote. Under the lock, temp
 killed build (``.bboxN.h5.<random>.tmp``) are removed; they are never read as a cache.
 
 Corruption in place (a flipped bit on disk) must not load as data: every chunk of the volumes carries
-HDF5's fletcher32 checksum (h5py raises on a mismatch) and the attributes (name, sheet, label values)
-a SHA-256 stored beside them, so a damaged cache is caught and rebuilt like any unreadable one.
+HDF5's fletcher32 checksum (h5py raises on a mismatch) and the attributes (name, sheet, label values,
+component table) a SHA-256 stored beside them, so a damaged cache is caught and rebuilt like any unreadable one.
+
+The cache also stores the cleft's connected components (group ``cleft_components``: per component its
+bounding box, voxel count and bit-packed crop mask, for components of at least
+:data:`COMPONENT_TABLE_MIN_SIZE` voxels at connectivity :data:`COMPONENT_TABLE_CONNECTIVITY`), so that
+mask-aware sampling out of core (``data_mode: chunked``) never needs the whole cleft in memory:
+:func:`read_component_table` rebuilds :class:`~synclr_monai.transforms.sampling.CleftComponents` for any
+``min_size`` at or above the stored one. :func:`open_cached_bbox` checks a cache (building it when needed)
+and reads only its header, for :class:`~synclr_monai.data.lazy.H5Volume` handles on its datasets.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +42,32 @@ from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox, 
 from .io import DataFormatError, is_zarr
 from .label_maps import LabelMap, label_map_for
 
-__all__ = ["CACHE_FORMAT_VERSION", "source_fingerprint", "write_cache", "read_cache", "load_bbox"]
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "COMPONENT_TABLE_MIN_SIZE",
+    "COMPONENT_TABLE_CONNECTIVITY",
+    "CachedBBox",
+    "source_fingerprint",
+    "write_cache",
+    "read_cache",
+    "read_cache_header",
+    "read_component_table",
+    "load_bbox",
+    "open_cached_bbox",
+]
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 4  # 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash
+# 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash; 5: the cleft component
+# table, the raw channel uncompressed
+CACHE_FORMAT_VERSION = 5
 # chunks of 64³ match the cube sizes read in training, so a random cube touches few chunks
 CHUNK = 64
+#: Smallest cleft component (voxels) the cache's component table keeps; smaller ones are specks of the mask.
+COMPONENT_TABLE_MIN_SIZE = 10
+#: Connectivity of the stored cleft components (the default of mask-aware sampling).
+COMPONENT_TABLE_CONNECTIVITY = 26
+_HASHED_ATTRS = ("name", "fingerprint", "synapses", "label_values", "cleft_components")
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -77,14 +105,47 @@ def source_fingerprint(
     return h.hexdigest()
 
 
-def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compression: str = "lzf") -> Path:
-    """Write an assembled bbox to ``path`` atomically.
+def _component_table(volume: BBoxVolume) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The cleft components of ``volume`` as ``([K, 7] int64 starts|stops|size, packed crop bits, metadata)``."""
+    from ..transforms.sampling import find_cleft_components  # MONAI, imported only when a cache is written
+
+    comps = find_cleft_components(volume.cleft, COMPONENT_TABLE_MIN_SIZE, COMPONENT_TABLE_CONNECTIVITY)
+    table = np.concatenate([comps.starts, comps.stops, comps.sizes[:, None]], axis=1).astype(np.int64)
+    bits = np.concatenate([m.ravel() for m in comps.masks]) if len(comps) else np.zeros(0, dtype=bool)
+    packed = np.packbits(bits)
+    meta = {
+        "min_size": COMPONENT_TABLE_MIN_SIZE,
+        "connectivity": COMPONENT_TABLE_CONNECTIVITY,
+        "count": len(comps),
+        "cleft_voxels": int(np.count_nonzero(volume.cleft)),
+        "sha256": _table_hash(table, packed),
+    }
+    return table, packed, meta
+
+
+def _table_hash(table: np.ndarray, packed: np.ndarray) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(table, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(packed, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def write_cache(
+    volume: BBoxVolume,
+    path: str | Path,
+    fingerprint: str,
+    compression: str | None = "lzf",
+    raw_compression: str | None = None,
+) -> Path:
+    """Write an assembled bbox and its cleft component table to ``path`` atomically.
 
     Args:
         volume: the assembled bbox.
         path: target ``.h5`` file.
         fingerprint: from :func:`source_fingerprint`.
-        compression: h5py filter (``"lzf"`` is fast; ``"gzip"`` smaller).
+        compression: h5py filter of the masks (``"lzf"`` is fast; ``"gzip"`` smaller; None: none).
+        raw_compression: h5py filter of the raw channel; None (default): uncompressed, because out-of-core
+            training (``data_mode: chunked``) decompresses every chunk a cube touches, and LZF on 64³ float16
+            chunks costs ~7x the read itself (docs/results.md, "Scale: chunked mode") for little gain on EM.
 
     Returns:
         ``path``.
@@ -93,16 +154,22 @@ def write_cache(volume: BBoxVolume, path: str | Path, fingerprint: str, compress
 
     path = Path(path)
     chunks = tuple(min(CHUNK, s) for s in volume.shape)
+    table, packed, meta = _component_table(volume)
     attrs = {
         "name": volume.name,
         "fingerprint": fingerprint,
         "synapses": volume.synapses.to_json(orient="split"),
         "label_values": json.dumps([int(v) for v in volume.label_values]),
+        "cleft_components": json.dumps(meta, sort_keys=True),
     }
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         # fletcher32: a per-chunk checksum that h5py verifies on every read
-        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=compression, fletcher32=True)
+        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=raw_compression, fletcher32=True)
         f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression, fletcher32=True)
+        # small and read whole; its SHA-256 is in the (hashed) attribute "cleft_components"
+        group = f.create_group("cleft_components")
+        group.create_dataset("table", data=table.reshape(-1, 7))
+        group.create_dataset("masks", data=packed)
         for key, value in attrs.items():
             f.attrs[key] = value
         f.attrs["attrs_sha256"] = _attrs_hash(attrs)
@@ -115,8 +182,43 @@ def _attrs_hash(attrs: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(attrs), sort_keys=True).encode()).hexdigest()
 
 
+def _checked_attrs(f, fingerprint: str | None) -> dict[str, str] | None:
+    """The hashed string attributes of an open cache, or None when its version or fingerprint differ.
+
+    Raises:
+        ValueError: the attribute checksum does not match, or a volume dataset carries no checksum.
+        KeyError: a missing attribute or dataset.
+    """
+    if int(f.attrs.get("format_version", -1)) != CACHE_FORMAT_VERSION:
+        return None
+    if fingerprint is not None and f.attrs.get("fingerprint") != fingerprint:
+        return None
+    attrs = {key: str(f.attrs[key]) for key in _HASHED_ATTRS}
+    if str(f.attrs["attrs_sha256"]) != _attrs_hash(attrs):
+        raise ValueError("attribute checksum mismatch (the file was changed after it was written)")
+    for key in ("raw", "mask"):
+        if not f[key].fletcher32:
+            raise ValueError(f"dataset {key!r} has no checksum")
+    return attrs
+
+
+def _synapses_of(attrs: Mapping[str, str]) -> pd.DataFrame:
+    synapses = pd.read_json(_StringIO(attrs["synapses"]), orient="split", dtype={"Var1": str})
+    synapses["Var1"] = synapses["Var1"].astype(str)
+    return synapses
+
+
+def _read_table(f, meta: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """The component table and packed crop bits of an open cache, checked against their SHA-256."""
+    table = np.asarray(f["cleft_components/table"][()], dtype=np.int64).reshape(-1, 7)
+    packed = np.asarray(f["cleft_components/masks"][()], dtype=np.uint8).reshape(-1)
+    if _table_hash(table, packed) != meta["sha256"] or len(table) != int(meta["count"]):
+        raise ValueError("cleft component table checksum mismatch (the file was changed after it was written)")
+    return table, packed
+
+
 def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume | None:
-    """Read a cached bbox.
+    """Read a cached bbox (whole volumes into memory; the component table is checked, not returned).
 
     Args:
         path: the ``.h5`` cache.
@@ -135,22 +237,131 @@ def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume |
     if not path.is_file():
         return None
     with h5py.File(path, "r") as f:
-        if int(f.attrs.get("format_version", -1)) != CACHE_FORMAT_VERSION:
+        attrs = _checked_attrs(f, fingerprint)
+        if attrs is None:
             return None
-        if fingerprint is not None and f.attrs.get("fingerprint") != fingerprint:
-            return None
-        attrs = {key: str(f.attrs[key]) for key in ("name", "fingerprint", "synapses", "label_values")}
-        if str(f.attrs["attrs_sha256"]) != _attrs_hash(attrs):
-            raise ValueError("attribute checksum mismatch (the file was changed after it was written)")
-        for key in ("raw", "mask"):
-            if not f[key].fletcher32:
-                raise ValueError(f"dataset {key!r} has no checksum")
+        _read_table(f, json.loads(attrs["cleft_components"]))
         raw = f["raw"][()]  # raises OSError on a fletcher32 mismatch
         mask = f["mask"][()]
-    synapses = pd.read_json(_StringIO(attrs["synapses"]), orient="split", dtype={"Var1": str})
-    synapses["Var1"] = synapses["Var1"].astype(str)
     values = tuple(int(v) for v in json.loads(attrs["label_values"]))
-    return BBoxVolume(name=attrs["name"], raw=raw, mask=mask, synapses=synapses, label_values=values)
+    return BBoxVolume(name=attrs["name"], raw=raw, mask=mask, synapses=_synapses_of(attrs), label_values=values)
+
+
+@dataclass(frozen=True)
+class CachedBBox:
+    """A checked bbox cache, described from its header only (no voxel read).
+
+    Args:
+        path: the ``.h5`` cache.
+        name: ``bboxN``.
+        fingerprint: the cache's source fingerprint.
+        shape: ``(Z, Y, X)``.
+        raw_dtype: dtype of the raw dataset.
+        mask_channels: channels of the mask dataset (3: pre, cleft, post).
+        synapses: the sheet rows (as :attr:`BBoxVolume.synapses`).
+        label_values: the non-zero values of the semantic mask.
+        cleft_voxels: number of cleft voxels (channel 1 of the mask).
+    """
+
+    path: Path
+    name: str
+    fingerprint: str
+    shape: tuple[int, int, int]
+    raw_dtype: np.dtype
+    mask_channels: int
+    synapses: pd.DataFrame = field(compare=False)
+    label_values: tuple[int, ...] = ()
+    cleft_voxels: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the assembled bbox takes in memory (raw plus mask channels)."""
+        return int(np.prod(self.shape)) * (np.dtype(self.raw_dtype).itemsize + self.mask_channels)
+
+
+def read_cache_header(path: str | Path, fingerprint: str | None = None) -> CachedBBox | None:
+    """Check a cache's header (version, fingerprint, attribute and table checksums) without reading voxels.
+
+    The volumes' chunks keep their fletcher32 checksums, verified by h5py whenever a chunk is read later.
+
+    Args:
+        path: the ``.h5`` cache.
+        fingerprint: expected fingerprint; a mismatch returns None.
+
+    Returns:
+        The cache's description, or None when the file is absent or stale.
+
+    Raises:
+        OSError, KeyError, ValueError: when the file exists but cannot be read or a checksum does not match.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with h5py.File(path, "r") as f:
+        attrs = _checked_attrs(f, fingerprint)
+        if attrs is None:
+            return None
+        meta = json.loads(attrs["cleft_components"])
+        _read_table(f, meta)
+        raw, mask = f["raw"], f["mask"]
+        if raw.ndim != 3 or mask.ndim != 4 or mask.shape[1:] != raw.shape:
+            raise ValueError(f"raw {raw.shape} and mask {mask.shape} do not match")
+        shape, raw_dtype, channels = tuple(int(n) for n in raw.shape), raw.dtype, int(mask.shape[0])
+    return CachedBBox(
+        path=path,
+        name=attrs["name"],
+        fingerprint=attrs["fingerprint"],
+        shape=shape,  # type: ignore[arg-type]
+        raw_dtype=np.dtype(raw_dtype),
+        mask_channels=channels,
+        synapses=_synapses_of(attrs),
+        label_values=tuple(int(v) for v in json.loads(attrs["label_values"])),
+        cleft_voxels=int(meta["cleft_voxels"]),
+    )
+
+
+def read_component_table(path: str | Path, min_size: int = 100, connectivity: int = COMPONENT_TABLE_CONNECTIVITY):
+    """The cleft components of at least ``min_size`` voxels, from a cache's component table.
+
+    Args:
+        path: the ``.h5`` cache.
+        min_size: smallest component kept (as :func:`~synclr_monai.transforms.sampling.find_cleft_components`).
+        connectivity: connectivity of the components (6, 18, 26).
+
+    Returns:
+        The :class:`~synclr_monai.transforms.sampling.CleftComponents` (equal to what
+        ``find_cleft_components`` gives on the whole cleft channel), or None when the table cannot give them:
+        ``min_size`` below the stored :data:`COMPONENT_TABLE_MIN_SIZE`, or another connectivity.
+
+    Raises:
+        OSError, KeyError, ValueError: an unreadable cache or a table whose checksum does not match, naming the file.
+    """
+    import h5py
+
+    from ..transforms.sampling import CleftComponents
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = _checked_attrs(f, None)
+            if attrs is None:
+                raise ValueError(f"not a cache of format version {CACHE_FORMAT_VERSION}")
+            meta = json.loads(attrs["cleft_components"])
+            if int(connectivity) != int(meta["connectivity"]) or max(int(min_size), 1) < int(meta["min_size"]):
+                return None
+            table, packed = _read_table(f, meta)
+            shape = tuple(int(n) for n in f["raw"].shape)
+    except (OSError, KeyError, ValueError) as err:
+        raise type(err)(f"{path}: cannot read the cleft component table ({err})") from err
+    starts, stops, sizes = table[:, :3], table[:, 3:6], table[:, 6]
+    lengths = np.prod(stops - starts, axis=1)
+    bits = np.unpackbits(packed, count=int(lengths.sum())).astype(bool)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    keep = np.flatnonzero(sizes >= max(int(min_size), 1))
+    masks = [bits[offsets[k] : offsets[k + 1]].reshape(stops[k] - starts[k]) for k in keep]
+    return CleftComponents(shape, starts[keep], stops[keep], sizes[keep], masks)
 
 
 def _StringIO(text: str):  # pandas >= 2.1 wants a buffer, not a literal JSON string
@@ -189,7 +400,10 @@ def load_bbox(
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
     label_map = label_map_for(source.number, label_maps)
-    volume = _load_or_build(source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius)
+    if cache_dir is None:
+        volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
+    else:
+        volume = _load_or_build(source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache)
     if require_labels:
         problems = label_problems(volume, source, label_map)
         if problems:
@@ -197,10 +411,54 @@ def load_bbox(
     return volume
 
 
-def _try_read(path: Path, fingerprint: str, warn: bool) -> BBoxVolume | None:
-    """The cached volume, or None when absent, stale or (with a warning when ``warn``) unreadable."""
+def open_cached_bbox(
+    source: BBoxSource,
+    cache_dir: str | Path,
+    label_maps: Mapping[int, LabelMap] | None = None,
+    raw_dtype: str = "float16",
+    vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+    require_labels: bool = True,
+) -> CachedBBox:
+    """Make sure a bbox's cache is built and valid, and describe it without reading its voxels.
+
+    The out-of-core counterpart of :func:`load_bbox` (``data_mode: chunked``): a valid cache is only
+    checked (header, attribute and component-table checksums); an absent, stale or broken one is built as
+    :func:`load_bbox` builds it (the assembly holds that one bbox in memory while it runs, then frees it).
+
+    Args:
+        source: the bbox's files.
+        cache_dir: folder of ``bboxN.h5`` caches (required: the cache is what is read out of core).
+        label_maps: ``{bbox_number: LabelMap}`` (default table when None).
+        raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
+        vesicle_search_radius: see :func:`assemble_bbox`.
+        require_labels: as in :func:`load_bbox`, judged from the cache's header (cleft voxel count, sheet).
+
+    Returns:
+        The cache's :class:`CachedBBox`.
+
+    Raises:
+        ValueError: no ``cache_dir`` or a bad ``raw_dtype``.
+        DataFormatError: as :func:`load_bbox`.
+    """
+    if cache_dir is None:
+        raise ValueError(f"{source.name}: reading bboxes out of core (data_mode: chunked) needs a cache_dir")
+    if np.dtype(raw_dtype) not in (np.float16, np.float32):
+        raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
+    label_map = label_map_for(source.number, label_maps)
+    cached = _load_or_build(
+        source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache_header, reread=True
+    )
+    if require_labels:
+        problems = label_problems(cached, source, label_map, has_cleft=cached.cleft_voxels > 0)
+        if problems:
+            raise DataFormatError("\n".join(problems))
+    return cached
+
+
+def _try_read(path: Path, fingerprint: str, warn: bool, reader: Callable = read_cache):
+    """``reader(path, fingerprint)``, or None when absent, stale or (with a warning when ``warn``) unreadable."""
     try:
-        return read_cache(path, fingerprint)
+        return reader(path, fingerprint)
     except Exception as err:  # any unreadable cache is rebuilt, never trusted
         if warn:
             warnings.warn(f"{path}: unreadable cache ({type(err).__name__}: {err}); rebuilding it", stacklevel=4)
@@ -216,25 +474,26 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 def _load_or_build(
     source: BBoxSource,
-    cache_dir: str | Path | None,
+    cache_dir: str | Path,
     label_maps: Mapping[int, LabelMap] | None,
     label_map: LabelMap,
     raw_dtype: str,
     vesicle_search_radius: int,
-) -> BBoxVolume:
-    """The cached volume, or the assembled one after writing it to the cache, built once across processes.
+    reader: Callable = read_cache,
+    reread: bool = False,
+):
+    """``reader``'s view of the cache (the volume, or its header), built once across processes when needed.
 
     A valid cache is read without locking. Otherwise the per-bbox lock ``bboxN.h5.lock`` is taken (waiting,
     with a log line, while another process builds), the cache is read again (the other process may just have
-    written it), and only if it is still absent, stale or broken is the bbox assembled and written.
+    written it), and only if it is still absent, stale or broken is the bbox assembled and written. After a
+    build, the assembled volume is returned, or (``reread``) what ``reader`` reads from the new cache.
     """
     from filelock import FileLock, Timeout
 
-    if cache_dir is None:
-        return assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
     fingerprint = source_fingerprint(source, label_map, raw_dtype, vesicle_search_radius)
     path = Path(cache_dir) / f"{source.name}.h5"
-    cached = _try_read(path, fingerprint, warn=False)
+    cached = _try_read(path, fingerprint, False, reader)
     if cached is not None:
         logger.info("%s: loaded from cache %s", source.name, path)
         return cached
@@ -248,7 +507,7 @@ def _load_or_build(
         )
         lock.acquire()
     try:
-        cached = _try_read(path, fingerprint, warn=True)
+        cached = _try_read(path, fingerprint, True, reader)
         if cached is not None:
             logger.info("%s: loaded from cache %s (built by another process)", source.name, path)
             return cached
@@ -256,6 +515,9 @@ def _load_or_build(
         logger.info("%s: assembling from %s (cache %s)", source.name, source.root, path)
         volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
         write_cache(volume, path, fingerprint)
-        return volume
+        if not reread:
+            return volume
+        del volume  # out of core: free the assembled bbox before the next one is built
+        return reader(path, fingerprint)
     finally:
         lock.release()

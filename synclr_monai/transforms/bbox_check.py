@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from monai.transforms import MapTransform
 
+from .functional import is_lazy
 from .sampling import check_bbox_arrays
 
 __all__ = ["CheckBBoxd"]
@@ -19,6 +20,10 @@ class CheckBBoxd(MapTransform):
     Args:
         keys: the raw and mask keys, in that order.
         cube_size: the cube edge that must fit in the volume, or None.
+
+    Out-of-core volumes (``data_mode: chunked``, :func:`~synclr_monai.transforms.functional.is_lazy`) get
+    the shape and dtype checks only: the binary check would read the whole mask, and the cache's masks were
+    written binary by the assembly (and are checksummed).
 
     Raises:
         ValueError: (at call time) wrong shapes or dtypes, a non-binary mask, or a cube larger than
@@ -41,6 +46,12 @@ class CheckBBoxd(MapTransform):
                 )
         raw, mask = d[self.keys[0]], d[self.keys[1]]
         check_bbox_arrays(raw, mask, self.cube_size, name)
+        if is_lazy(raw) or is_lazy(mask):
+            if not np.issubdtype(raw.dtype, np.floating):
+                raise ValueError(f"{name}: 'raw' must be a float array (z-scored), got {raw.dtype}")
+            if mask.dtype != np.uint8:
+                raise ValueError(f"{name}: an out-of-core 'mask' must be uint8, got {mask.dtype}")
+            return d
         if not np.issubdtype(np.asarray(raw[:0]).dtype, np.floating):
             raise ValueError(f"{name}: 'raw' must be a float array (z-scored), got {raw.dtype}")
         if np.asarray(mask[:0]).dtype == np.bool_:

@@ -13,6 +13,7 @@ A cube is a ``[3, S, S, S]`` array: channel 0 raw EM, 1 pre-synaptic mask, 2 cle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "as_float_tensor",
     "check_cube",
     "cut_cube",
+    "is_lazy",
     "zscore_",
     "rotate90",
     "raw_intensity",
@@ -101,6 +103,13 @@ def zscore_(raw: np.ndarray, stats: tuple[slice, ...] | None = None) -> np.ndarr
     return raw
 
 
+def is_lazy(array: Any) -> bool:
+    """Whether ``array`` is read out of core (``data_mode: chunked``, e.g. a
+    :class:`~synclr_monai.data.lazy.H5Volume`): it has ``shape``/``dtype`` and int/slice indexing returning
+    NumPy, and nothing may touch the whole volume at once."""
+    return bool(getattr(array, "is_lazy", False))
+
+
 def cut_cube(
     raw: np.ndarray,
     mask: np.ndarray,
@@ -113,8 +122,9 @@ def cut_cube(
     """Cut the cube ``[start, start + size)`` (or the context cube around it) out of an assembled bbox.
 
     Args:
-        raw: ``[1, Z, Y, X]`` raw EM (float16 or float32).
-        mask: ``[2 or 3, Z, Y, X]`` uint8 masks (pre-synaptic, cleft[, post-synaptic]).
+        raw: ``[1, Z, Y, X]`` raw EM (float16 or float32): an array, or an out-of-core volume
+            (:func:`is_lazy`) of which only the cube's slices are read.
+        mask: ``[2 or 3, Z, Y, X]`` uint8 masks (pre-synaptic, cleft[, post-synaptic]), likewise.
         start: ``(z, y, x)`` of the cube's first voxel.
         size: the cube edge S.
         zscore: z-score the raw channel again (the lab's per-cube normalisation), with the statistics of

@@ -8,6 +8,10 @@ Mask-aware sampling needs the cleft's connected components. :class:`CleftCompone
 per bbox (deterministic, so ``CacheDataset`` caches it) and keeps them compactly: per component its
 bounding box, voxel count and a boolean crop of its voxels (clefts are thin, so the crops of a whole
 bbox are a small fraction of the bbox, unlike a label volume the size of the bbox).
+
+Out of core (``data_mode: chunked``) ``raw`` and ``mask`` are :class:`~synclr_monai.data.lazy.H5Volume`
+handles on the bbox's cache: the samplers only read their shapes and the cube's slices, and
+:class:`CleftComponentsd` takes the components from the cache's component table.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from .functional import cut_cube, retained_voxels
+from .functional import cut_cube, is_lazy, retained_voxels
 from .views import RandTwoViewd
 
 __all__ = [
@@ -205,6 +209,10 @@ def find_cleft_components(cleft: np.ndarray, min_size: int = 100, connectivity: 
 class CleftComponentsd(MapTransform):
     """Find the cleft's connected components of a bbox item once (deterministic; cacheable).
 
+    An out-of-core mask (:func:`~synclr_monai.transforms.functional.is_lazy`) gives them through its
+    ``cleft_components(channel, min_size, connectivity)`` (the cache's component table) instead of labelling
+    the whole cleft channel in memory.
+
     Args:
         keys: the key of the ``[2, Z, Y, X]`` mask (one key).
         channel: the cleft channel of that mask.
@@ -232,6 +240,15 @@ class CleftComponentsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
+            if is_lazy(d[key]):
+                mask = d[key]
+                if mask.ndim != 4 or not 0 <= self.channel < mask.shape[0]:
+                    raise ValueError(
+                        f"{_item_name(d)}: CleftComponentsd needs a [C, Z, Y, X] mask with channel {self.channel}, "
+                        f"got {mask.shape}"
+                    )
+                d[self.output_key] = mask.cleft_components(self.channel, self.min_size, self.connectivity)
+                continue
             mask = np.asarray(d[key])
             if mask.ndim != 4 or not 0 <= self.channel < mask.shape[0]:
                 raise ValueError(

@@ -1,0 +1,231 @@
+"""Scale: memory versus chunked (out-of-core) training data, pairs/s and peak resident memory per process.
+
+Generates (or reuses, ``--data DIR``) a dataset with ``python -m synclr_monai synth --format zarr --table csv``,
+builds the bboxes' HDF5 caches (timed), then for each data mode runs the training data pipeline in a fresh
+process: ``ContrastiveCubeDataset`` as train.yaml builds it (its augmentation and input mode, views made in the
+workers as on a CPU run, or only the cubes with ``--no-views``), a ``DataLoader`` with ``--workers`` persistent
+workers and train.yaml's sampler (every batch from one bbox), ``--batches`` batches after one warm-up batch, no
+network. Memory is read from ``/proc`` (no psutil needed): each process's peak resident set (``VmHWM``) summed
+over the process tree (main + workers), and the tree's proportional set size (``Pss``, shared pages divided among
+the processes that map them) at the end, since forked workers share the main process's arrays in memory mode
+and a plain sum counts them once per worker.
+
+Usage::
+
+    python benchmarks/scale.py                                   # 4 bboxes of 256³ (~7 minutes on 2 cores)
+    python benchmarks/scale.py --bboxes 7 --shape 640 640 640    # ~2.9e9 voxels (the issue's target; hours to synth)
+    python benchmarks/scale.py --data DIR --work WORK            # reuse a dataset (and its caches in WORK/cache)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, also when another one is installed
+MODES = ("memory", "chunked")
+
+
+def _status_kb(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/PID/status`` (0 when the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """``Pss`` of ``/proc/PID/smaps_rollup`` in kB (0 when unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (from ``/proc/*/stat``), recursively."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent_of.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One data mode in this process: build the dataset, iterate the loader, read the memory figures."""
+    import torch
+    import yaml
+
+    from synclr_monai.data.bbox_loading import LoadBBoxd, bbox_data_list
+    from synclr_monai.data.dataset import ContrastiveCubeDataset
+    from synclr_monai.data.sampler import ResumableSampler
+
+    torch.set_num_threads(1)
+    config = yaml.safe_load((REPO / "bundle" / "configs" / "train.yaml").read_text())
+    t0 = time.perf_counter()
+    ds = ContrastiveCubeDataset(
+        bbox_data_list(args.data),
+        LoadBBoxd(cache_dir=args.cache, data_mode=args.measure),
+        cube_size=args.cube,
+        cubes_per_bbox=args.batch_size * args.batches,
+        sampling=args.sampling,
+        views=not args.no_views,
+        augment=config["augment"],
+        input_mode=config["input_mode"],
+        min_component_size=config["min_component_size"],
+        seed=0,
+    )
+    t_build = time.perf_counter() - t0
+    rss_built = _status_kb(os.getpid(), "VmRSS")
+    sampler = ResumableSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0, groups=ds.n_bboxes, group_batch=args.batch_size)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+        drop_last=True,
+    )
+    it = iter(loader)
+    next(it)  # warm-up: workers started, first files opened
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(args.batches):
+        try:
+            next(it)
+        except StopIteration:
+            break
+        n += 1
+    elapsed = time.perf_counter() - t0
+    me = os.getpid()
+    workers = _children(me)
+    hwm = {p: _status_kb(p, "VmHWM") for p in [me, *workers]}
+    pss = sum(_pss_kb(p) for p in [me, *workers])
+    del it, loader
+    return {
+        "mode": args.measure,
+        "pairs_per_s": n * args.batch_size / elapsed,
+        "batches": n,
+        "dataset_build_s": t_build,
+        "main_rss_after_build_mb": rss_built / 1024,
+        "main_hwm_mb": hwm[me] / 1024,
+        "worker_hwm_mb": max((hwm[p] for p in workers), default=0) / 1024,
+        "tree_hwm_mb": sum(hwm.values()) / 1024,
+        "tree_pss_mb": pss / 1024,
+        "processes": 1 + len(workers),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="an existing dataset root (default: generate one)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the generated data and caches (default: temporary)")
+    parser.add_argument("--bboxes", type=int, default=4, help="bboxes to generate (1..7; default 4)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 256), metavar=("Z", "Y", "X"))
+    parser.add_argument("--synapses", type=int, default=12, help="synapses per generated bbox")
+    parser.add_argument("--cube", type=int, default=80)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per mode (after one warm-up batch)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sampling", choices=("random", "mask_aware"), default="random")
+    parser.add_argument("--no-views", action="store_true", help="only cut the cubes (views left to the GPU path)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=MODES, default=None, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+
+    if args.measure:
+        print("RESULT " + json.dumps(measure(args)), flush=True)
+        return
+
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory()
+        args.work = Path(tmp.name)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    try:
+        if args.data is None:
+            args.data = args.work / "data"
+            if not args.data.exists():
+                cmd = [
+                    sys.executable, "-m", "synclr_monai", "synth", "--out", str(args.data), "--format", "zarr",
+                    "--table", "csv", "--bboxes", str(args.bboxes), "--shape", *map(str, args.shape),
+                    "--synapses-per-bbox", str(args.synapses), "--seed", "0",
+                ]  # fmt: skip
+                t0 = time.perf_counter()
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if res.returncode != 0:
+                    sys.exit(f"synth failed:\n{res.stderr[-3000:]}")
+                print(f"synth: {' '.join(cmd[1:])}: {time.perf_counter() - t0:.0f} s")
+        args.cache = args.work / "cache"
+
+        from synclr_monai.data.bbox import find_bboxes
+        from synclr_monai.data.cache import open_cached_bbox
+
+        t0 = time.perf_counter()
+        sizes = [open_cached_bbox(s, args.cache, require_labels=False) for s in find_bboxes(args.data)]
+        voxels = sum(int(c.shape[0]) * int(c.shape[1]) * int(c.shape[2]) for c in sizes)
+        assembled = sum(c.nbytes for c in sizes)
+        on_disk = sum(c.path.stat().st_size for c in sizes)
+        print(
+            f"caches: {len(sizes)} bboxes, {voxels:.3g} voxels, {assembled / 1e9:.2f} GB assembled, "
+            f"{on_disk / 1e9:.2f} GB on disk (built or checked in {time.perf_counter() - t0:.0f} s)"
+        )
+
+        rows = []
+        for mode in args.modes:
+            cmd = [sys.executable, __file__, "--measure", mode, "--data", str(args.data), "--cache", str(args.cache),
+                   "--cube", str(args.cube), "--batch-size", str(args.batch_size), "--batches", str(args.batches),
+                   "--workers", str(args.workers), "--sampling", args.sampling, *(["--no-views"] if args.no_views else [])]  # fmt: skip
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                sys.exit(f"{mode}: failed\n{res.stderr[-3000:]}")
+            rows.append(json.loads(next(line for line in res.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+
+        what = "cubes only" if args.no_views else "cubes + two views"
+        print(
+            f"\n{args.workers} workers, batch {args.batch_size}, {args.batches} timed batches, cube {args.cube}³, "
+            f"{args.sampling} sampling, {what}"
+        )
+        header = ("mode", "pairs/s", "build s", "main RSS built", "main peak", "worker peak", "tree peak sum", "tree PSS")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in rows:
+            print(
+                f"| {r['mode']} | {r['pairs_per_s']:.1f} | {r['dataset_build_s']:.1f} | {r['main_rss_after_build_mb']:.0f} MB "
+                f"| {r['main_hwm_mb']:.0f} MB | {r['worker_hwm_mb']:.0f} MB | {r['tree_hwm_mb']:.0f} MB "
+                f"| {r['tree_pss_mb']:.0f} MB |"
+            )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
