@@ -72,6 +72,14 @@ GRID: dict[str, tuple[str, dict]] = {
         "masked, same crop, every batch from one bbox (train.yaml)",
         {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True},
     ),
+    "masked_bbox_noblur": (
+        "masked_bbox_batches without the raw blur (keeps the vesicles' size: issue 9c)",
+        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "augment#blur_prob": 0.0},
+    ),
+    "masked_bbox_t01": (
+        "masked_bbox_batches at temperature 0.1",
+        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "temperature": 0.1},
+    ),
     "masked_t05": ("masked, same crop, temperature 0.5", {**CHANNELS, "input_mode": "masked", "temperature": 0.5}),
     "masked_lab_views": (
         "masked input, nearby pairs, the lab's views",
