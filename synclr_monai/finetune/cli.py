@@ -1,4 +1,4 @@
-"""``python -m synclr_monai finetune``: does the pretrained encoder help? Cleft Dice fine-tuned from it versus from scratch.
+"""``python -m synclr_monai finetune``: does the pretrained encoder help? Cleft Dice from it versus from scratch.
 
 Trains the same MONAI segmentation network (:func:`~synclr_monai.networks.segmentation.build_segmentation_net`: a
 ``SwinUNETR`` for ``swin``, a U-Net on the MONAI ResNet otherwise) twice with identical seeds, crops and

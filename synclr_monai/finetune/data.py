@@ -275,9 +275,7 @@ def training_transforms(crop_size: int, pos: float = 1.0, neg: float = 1.0, chan
     )
 
 
-def training_items(
-    volumes: Sequence[CleftVolume], crop_size: int, n_items: int, seed: int = 0
-) -> list[dict[str, Any]]:
+def training_items(volumes: Sequence[CleftVolume], crop_size: int, n_items: int, seed: int = 0) -> list[dict[str, Any]]:
     """The training data list: ``n_items`` items cycling over the volumes (one per crop of the budget).
 
     Each item holds the volume's channel-first arrays (views, no copies) and its precomputed crop centres

@@ -92,7 +92,10 @@ def cleft_trainer(
         the trainer.
     """
     loader = DataLoader(
-        Dataset(training_items(volumes, crop_size, iterations * batch_size, seed), training_transforms(crop_size, channels=channels)),
+        Dataset(
+            training_items(volumes, crop_size, iterations * batch_size, seed),
+            training_transforms(crop_size, channels=channels),
+        ),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -145,8 +148,12 @@ def cleft_evaluator(
         val_data_loader=DataLoader(Dataset(evaluation_items(volumes, channels)), batch_size=1, num_workers=0),
         network=RawChannelZScore(network),
         inferer=SlidingWindowInferer(
-            roi_size=(roi_size,) * 3, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
-            sw_device=torch.device(device), device=torch.device("cpu"),
+            roi_size=(roi_size,) * 3,
+            sw_batch_size=sw_batch_size,
+            overlap=overlap,
+            mode="gaussian",
+            sw_device=torch.device(device),
+            device=torch.device("cpu"),
         ),  # fmt: skip
         postprocessing=AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=(2, 2)),
         key_val_metric={DICE_KEY: MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))},
@@ -161,20 +168,11 @@ def cleft_dice_per_volume(evaluator: SupervisedEvaluator, volumes: Sequence[Clef
 
 
 def evaluate_cleft_dice(
-    network: nn.Module,
-    volumes: Sequence[CleftVolume],
-    roi_size: int,
-    device: str | torch.device = "cpu",
-    sw_batch_size: int = 4,
-    overlap: float = 0.25,
-    channels: int = 3,
+    network: nn.Module, volumes: Sequence[CleftVolume], roi_size: int, **kwargs: Any
 ) -> dict[str, float]:
-    """Dice of the predicted cleft over each whole volume (runs :func:`cleft_evaluator`).
-
-    Returns:
-        ``{name: dice}``; NaN for a volume without cleft voxels (Dice is undefined there).
-    """
-    evaluator = cleft_evaluator(network, volumes, roi_size, device, sw_batch_size, overlap, channels)
+    """Dice of the predicted cleft over each whole volume: runs :func:`cleft_evaluator` (``kwargs``: its other
+    arguments) and returns ``{name: dice}``, NaN for a volume without cleft voxels (Dice is undefined there)."""
+    evaluator = cleft_evaluator(network, volumes, roi_size, **kwargs)
     evaluator.run()
     scores = cleft_dice_per_volume(evaluator, volumes)
     for name, dice in scores.items():
@@ -223,7 +221,8 @@ def finetune_cleft_segmentation(
         weight_decay: AdamW weight decay.
         seed: seed of every random draw (weights, crops, augmentation).
         device: e.g. ``"cpu"`` or ``"cuda"``.
-        holdout: names of the held-out bboxes (default: the last one; see :func:`~synclr_monai.finetune.data.split_volumes`).
+        holdout: names of the held-out bboxes (default: the last one; see
+            :func:`~synclr_monai.finetune.data.split_volumes`).
         val_fraction: fraction of z-slices held out when the dataset has a single bbox.
         cache_dir: HDF5 cache folder for assembled bboxes.
         label_maps: label-map overrides for other datasets.
@@ -297,7 +296,9 @@ def finetune_cleft_segmentation(
     )  # fmt: skip
     trainer.run()
 
-    dice = evaluate_cleft_dice(network, val, crop_size, device=device, sw_batch_size=sw_batch_size, channels=input_channels)
+    dice = evaluate_cleft_dice(
+        network, val, crop_size, device=device, sw_batch_size=sw_batch_size, channels=input_channels
+    )
     finite = [d for d in dice.values() if math.isfinite(d)]
     tail = losses[-10:]
     return {
@@ -353,7 +354,12 @@ def compare_initialisations(
     volumes = load_cleft_volumes(dataset_dir, cache_dir=cache_dir, label_maps=label_maps)
     return {
         init: finetune_cleft_segmentation(
-            dataset_dir, path, backbone=name, backbone_kwargs=resolved, volumes=volumes, input_channels=channels,
+            dataset_dir,
+            path,
+            backbone=name,
+            backbone_kwargs=resolved,
+            volumes=volumes,
+            input_channels=channels,
             **kwargs,
         )  # fmt: skip
         for init, path in zip(INITIALISATIONS, (encoder_path, None))

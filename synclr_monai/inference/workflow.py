@@ -7,7 +7,8 @@ same workflow for Python callers:
 - dataset: :class:`~synclr_monai.data.synapse_cubes.SynapseCubeDataset` (one cube per synapse listed in the
   sheets, cut and normalised as in training, in the input mode of the encoder's sidecar);
 - network: the exported encoder (:func:`loaded_encoder` into the sidecar's architecture), its
-  features averaged over the cube's 24 rotations (:class:`~synclr_monai.networks.rotation_average.RotationAveragedEncoder`);
+  features averaged over the cube's 24 rotations
+  (:class:`~synclr_monai.networks.rotation_average.RotationAveragedEncoder`);
 - evaluator: MONAI's ``SupervisedEvaluator`` with a ``SimpleInferer``;
 - handlers: Ignite's ``ProgressBar`` and the :class:`~synclr_monai.inference.writer.EmbeddingsWriter`.
 """

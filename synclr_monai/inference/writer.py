@@ -83,10 +83,14 @@ class EmbeddingsWriter:
         pred = torch.as_tensor(pred).detach().float().cpu()
         missing = [k for k in self.id_keys if not isinstance(batch, Mapping) or k not in batch]
         if missing:
-            raise ValueError(f"EmbeddingsWriter: the batch lacks the id key(s) {missing} (run the evaluator with decollate=False)")
+            raise ValueError(
+                f"EmbeddingsWriter: the batch lacks the id key(s) {missing} (run the evaluator with decollate=False)"
+            )
         names, var1s = (list(map(str, batch[k])) for k in self.id_keys)
         if pred.ndim != 2 or pred.shape[0] != len(names):
-            raise ValueError(f"EmbeddingsWriter: expected [B, F] features for B={len(names)} ids, got {tuple(pred.shape)}")
+            raise ValueError(
+                f"EmbeddingsWriter: expected [B, F] features for B={len(names)} ids, got {tuple(pred.shape)}"
+            )
         self._ids.extend(zip(names, var1s))
         self._vectors.append(pred.numpy())
 

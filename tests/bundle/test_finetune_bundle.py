@@ -47,9 +47,26 @@ def test_finetune_bundle_equals_the_python_workflow(synthetic_root, tmp_path):
     assert python["dice_per_bbox"]["bbox2"] == pytest.approx(summary["dice_per_bbox"]["bbox2"], abs=1e-6)
 
     # from scratch: same architecture, no encoder weights; a bad key is refused at start
-    res = _run(tmp_path, "--dataset_dir", str(synthetic_root), "--encoder_path", str(encoder), "--output_dir",
-               str(tmp_path / "scratch"), "--device", "cpu", "--pretrained", "False", "--iterations", "1", "--batch_size", "2")
+    res = _run(
+        tmp_path,
+        "--dataset_dir",
+        str(synthetic_root),
+        "--encoder_path",
+        str(encoder),
+        "--output_dir",
+        str(tmp_path / "scratch"),
+        "--device",
+        "cpu",
+        "--pretrained",
+        "False",
+        "--iterations",
+        "1",
+        "--batch_size",
+        "2",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((tmp_path / "scratch" / "finetune.json").read_text())["init"] == "scratch"
-    res = _run(tmp_path, "--dataset_dir", str(synthetic_root), "--output_dir", str(tmp_path / "bad"), "--iterationz", "1")
+    res = _run(
+        tmp_path, "--dataset_dir", str(synthetic_root), "--output_dir", str(tmp_path / "bad"), "--iterationz", "1"
+    )
     assert res.returncode == 2 and "iterationz" in res.stderr

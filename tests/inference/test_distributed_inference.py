@@ -51,5 +51,6 @@ def test_two_process_inference_equals_one(synthetic_root, tmp_path):
     assert two_ids.equals(one_ids)  # one file, in sheet order
     np.testing.assert_allclose(two_vectors, one_vectors, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.suffix in (".h5", ".csv")) == [
-        "embeddings.csv", "embeddings.h5"
+        "embeddings.csv",
+        "embeddings.h5",
     ]
