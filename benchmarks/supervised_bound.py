@@ -55,7 +55,7 @@ def load_synapses(data: Path, cube_size: int, input_mode: str, az_radius: int, c
     """Per synapse: (bbox, id, type, inference cube [C, S, S, S], context cube [K, C', C', C'])."""
     from synclr_monai.data.bbox import find_bboxes, sheet_point, synapse_cube
     from synclr_monai.data.cache import load_bbox
-    from synclr_monai.data.labels import resolve_label_maps
+    from synclr_monai.data.label_maps import resolve_label_maps
     from synclr_monai.transforms.functional import cut_cube
 
     types = pd.read_csv(data / "synapse_types.csv", dtype=str).set_index(["bbox_name", "Var1"])["type"]
