@@ -127,6 +127,11 @@ def test_two_process_ddp_through_the_bundle(synthetic_root, tmp_path):
     assert final["trainer"]["iteration"] == 4
     assert (out / "model.pt").is_file()
     assert len(list((out / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
+    # the missing caches were built once each, by one rank, while the other waited on the lock
+    log = res.stdout + res.stderr
+    assert log.count(": assembling from") == 2, log[-3000:]
+    assert sorted(p.name for p in (out / "cache").glob("*.h5")) == ["bbox1.h5", "bbox2.h5"]
+    assert not list((out / "cache").glob("*.tmp"))
 
 
 def test_training_in_chunked_mode_through_the_bundle(synthetic_root, tmp_path):
