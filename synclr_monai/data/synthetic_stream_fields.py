@@ -91,7 +91,7 @@ class SlabNeuropil:
         gap: float = 0.6,
         warp: float = 0.3,
         block: int = 4,
-        candidates: int = 16,
+        candidates: int = 12,
     ) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.n_seeds = max(4, int(round(np.prod(self.shape) / cell_size**3)))
@@ -144,8 +144,10 @@ class SlabNeuropil:
         seeds32 = self.seeds.astype(np.float32)
         for lo in range(0, len(q), step):
             qb = q[lo : lo + step]
-            centre = qb.mean(axis=1)
-            reach = np.sqrt(((qb - centre[:, None]) ** 2).sum(-1)).max(axis=1)
+            # the block's points lie within `reach` of the centre of their bounding box
+            top, bottom = qb.max(axis=1), qb.min(axis=1)
+            centre = (top + bottom) * np.float32(0.5)
+            reach = np.sqrt(((top - bottom) ** 2).sum(-1)) * np.float32(0.5) + np.float32(1e-3)
             d, idx = self.tree.query(centre.astype(np.float64), k=k)
             if k == 1:
                 d, idx = d[:, None], idx[:, None]
@@ -153,13 +155,13 @@ class SlabNeuropil:
             # has two seeds within d[1] + reach: the list holds the two nearest when d[k-1] > d[1] + 2 reach
             ok = d[:, -1] > d[:, 1] + 2.0 * reach if k > 2 else np.zeros(len(qb), bool)
             cand = seeds32[idx]  # [n, k, 3]
-            # squared distances [n, k, b^3], the candidate's index packed into the 5 low mantissa bits (a
-            # relative change below 1e-5) so that one minimum over the candidates gives distance and index
-            d2 = np.matmul(cand, qb.transpose(0, 2, 1))
-            d2 *= np.float32(-2.0)
-            d2 += (cand * cand).sum(-1)[:, :, None]
+            # squared distances [n, k, b^3] (|s|^2 - 2 s.q by one product with [q, 1], then + |q|^2), the
+            # candidate's index packed into the 5 low mantissa bits (a relative change below 1e-5) so that one
+            # minimum over the candidates gives distance and index
+            aug = np.concatenate([cand * np.float32(-2.0), (cand * cand).sum(-1, keepdims=True)], axis=-1)
+            qa = np.concatenate([qb, np.ones((*qb.shape[:2], 1), np.float32)], axis=-1)
+            d2 = np.matmul(aug, qa.transpose(0, 2, 1))
             d2 += (qb * qb).sum(-1)[:, None, :]
-            np.maximum(d2, np.float32(0.0), out=d2)
             bits = d2.view(np.int32)
             bits &= np.int32(~31)
             bits |= np.arange(k, dtype=np.int32)[None, :, None]
@@ -167,10 +169,12 @@ class SlabNeuropil:
             bits[bits == m1[:, None, :]] = np.iinfo(np.int32).max
             m2 = bits.min(axis=1)
             rows = np.arange(len(qb))[:, None]
-            s1, s2 = idx[rows, m1 & 31], idx[rows, m2 & 31]
+            i1, i2 = m1 & 31, m2 & 31
+            s1 = idx[rows, i1]
             d1 = (m1 & np.int32(~31)).view(np.float32)
             dd2 = (m2 & np.int32(~31)).view(np.float32)
-            sep = np.linalg.norm(seeds32[s2] - seeds32[s1], axis=-1)
+            pair = np.sqrt(((cand[:, :, None, :] - cand[:, None, :, :]) ** 2).sum(-1))  # [n, k, k]
+            sep = pair[rows, i1, i2]
             lab = s1.astype(np.int32)
             wall = (dd2 - d1) / (2.0 * np.maximum(sep, 1e-6))
             bad = np.flatnonzero(~ok)
