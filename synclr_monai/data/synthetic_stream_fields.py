@@ -97,11 +97,12 @@ class SlabNeuropil:
         self.n_seeds = max(4, int(round(np.prod(self.shape) / cell_size**3)))
         self.seeds = rng.uniform(0.0, 1.0, size=(self.n_seeds, 3)) * np.asarray(self.shape, float)
         self.tree = cKDTree(self.seeds)
+        self.seeds32 = self.seeds.astype(np.float32)
         self.warp = [SlabField(self.shape, cell_size / 2.0, rng) for _ in range(3)]
         self.amp = np.float32(warp * cell_size)
         self.gap = float(gap)
         self.block = int(block)
-        self.k = min(int(candidates), self.n_seeds, 32)
+        self.k = max(2, min(int(candidates), self.n_seeds, 32))
         self.fallback_voxels = 0  # voxels resolved by the exact k-d tree query (for the record)
 
     def _points(self, z0: int, z1: int) -> np.ndarray:
@@ -122,6 +123,40 @@ class SlabNeuropil:
         wall = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2.0 * np.maximum(sep, 1e-6))
         return idx[:, 0], wall
 
+    def _nearest_two(
+        self, qb: np.ndarray, centre: np.ndarray, reach: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nearest seed and wall distance of the points ``qb`` ``[n, m, 3]`` of n blocks from k candidates each.
+
+        Returns ``(seed index [n, m], wall distance [n, m], complete [n])``: ``complete`` is False for a block
+        whose candidate list may miss one of the two nearest seeds of a point (its results are then not valid).
+        """
+        d, idx = self.tree.query(centre.astype(np.float64), k=k)
+        # a seed outside the list is at least d[k-1] - reach from every voxel of the block, and every voxel
+        # has two seeds within d[1] + reach: the list holds the two nearest when d[k-1] > d[1] + 2 reach
+        ok = d[:, -1] > d[:, 1] + 2.0 * reach
+        cand = self.seeds32[idx]  # [n, k, 3]
+        # squared distances [n, k, m] (|s|^2 - 2 s.q by one product with [q, 1], then + |q|^2), the candidate's
+        # index packed into the 5 low mantissa bits (a relative change below 1e-5) so that one minimum over the
+        # candidates gives distance and index
+        aug = np.concatenate([cand * np.float32(-2.0), (cand * cand).sum(-1, keepdims=True)], axis=-1)
+        qa = np.concatenate([qb, np.ones((*qb.shape[:2], 1), np.float32)], axis=-1)
+        d2 = np.matmul(aug, qa.transpose(0, 2, 1))
+        d2 += (qb * qb).sum(-1)[:, None, :]
+        bits = d2.view(np.int32)
+        bits &= np.int32(~31)
+        bits |= np.arange(k, dtype=np.int32)[None, :, None]
+        m1 = bits.min(axis=1)
+        bits[bits == m1[:, None, :]] = np.iinfo(np.int32).max
+        m2 = bits.min(axis=1)
+        rows = np.arange(len(qb))[:, None]
+        i1, i2 = m1 & 31, m2 & 31
+        d1 = (m1 & np.int32(~31)).view(np.float32)
+        dd2 = (m2 & np.int32(~31)).view(np.float32)
+        pair = np.sqrt(((cand[:, :, None, :] - cand[:, None, :, :]) ** 2).sum(-1))  # [n, k, k]
+        wall = (dd2 - d1) / (2.0 * np.maximum(pair[rows, i1, i2], 1e-6))
+        return idx[rows, i1].astype(np.int32), wall, ok
+
     def slab(self, z0: int, z1: int, planes: int = 16) -> np.ndarray:
         """Labels of planes ``z0:z1`` (int32 ``[z1 - z0, Y, X]``), computed ``planes`` planes at a time."""
         step = max(self.block, planes - planes % self.block)
@@ -141,43 +176,18 @@ class SlabNeuropil:
         labels = np.empty(q.shape[:2], np.int32)
         walls = np.empty(q.shape[:2], np.float32)
         step = max(1, max_block_voxels // b**3)
-        seeds32 = self.seeds.astype(np.float32)
         for lo in range(0, len(q), step):
             qb = q[lo : lo + step]
             # the block's points lie within `reach` of the centre of their bounding box
             top, bottom = qb.max(axis=1), qb.min(axis=1)
             centre = (top + bottom) * np.float32(0.5)
             reach = np.sqrt(((top - bottom) ** 2).sum(-1)) * np.float32(0.5) + np.float32(1e-3)
-            d, idx = self.tree.query(centre.astype(np.float64), k=k)
-            if k == 1:
-                d, idx = d[:, None], idx[:, None]
-            # a seed outside the list is at least d[k-1] - reach from every voxel of the block, and every voxel
-            # has two seeds within d[1] + reach: the list holds the two nearest when d[k-1] > d[1] + 2 reach
-            ok = d[:, -1] > d[:, 1] + 2.0 * reach if k > 2 else np.zeros(len(qb), bool)
-            cand = seeds32[idx]  # [n, k, 3]
-            # squared distances [n, k, b^3] (|s|^2 - 2 s.q by one product with [q, 1], then + |q|^2), the
-            # candidate's index packed into the 5 low mantissa bits (a relative change below 1e-5) so that one
-            # minimum over the candidates gives distance and index
-            aug = np.concatenate([cand * np.float32(-2.0), (cand * cand).sum(-1, keepdims=True)], axis=-1)
-            qa = np.concatenate([qb, np.ones((*qb.shape[:2], 1), np.float32)], axis=-1)
-            d2 = np.matmul(aug, qa.transpose(0, 2, 1))
-            d2 += (qb * qb).sum(-1)[:, None, :]
-            bits = d2.view(np.int32)
-            bits &= np.int32(~31)
-            bits |= np.arange(k, dtype=np.int32)[None, :, None]
-            m1 = bits.min(axis=1)
-            bits[bits == m1[:, None, :]] = np.iinfo(np.int32).max
-            m2 = bits.min(axis=1)
-            rows = np.arange(len(qb))[:, None]
-            i1, i2 = m1 & 31, m2 & 31
-            s1 = idx[rows, i1]
-            d1 = (m1 & np.int32(~31)).view(np.float32)
-            dd2 = (m2 & np.int32(~31)).view(np.float32)
-            pair = np.sqrt(((cand[:, :, None, :] - cand[:, None, :, :]) ** 2).sum(-1))  # [n, k, k]
-            sep = pair[rows, i1, i2]
-            lab = s1.astype(np.int32)
-            wall = (dd2 - d1) / (2.0 * np.maximum(sep, 1e-6))
+            lab, wall, ok = self._nearest_two(qb, centre, reach, k)
             bad = np.flatnonzero(~ok)
+            if len(bad) and k < min(32, self.n_seeds):  # a longer list for the blocks near many seeds
+                lab_b, wall_b, ok_b = self._nearest_two(qb[bad], centre[bad], reach[bad], min(32, self.n_seeds))
+                lab[bad], wall[bad] = lab_b, wall_b
+                bad = bad[~ok_b]
             if len(bad):
                 self.fallback_voxels += len(bad) * b**3
                 lab_b, wall_b = self._exact(qb[bad].reshape(-1, 3))
