@@ -39,7 +39,10 @@ What makes real data hard, as options (all off except the staining by default):
 With ``volume_format="zarr"`` (CLI ``--format zarr``) the three volumes are Zarr arrays chunked 64³
 (``DIR/raw/bboxN.zarr``, ``DIR/seg/bboxN.zarr``, ``DIR/bbox_N.zarr``) instead of slice folders, and with
 ``table_format="csv"`` (CLI ``--table csv``) the synapse tables are ``DIR/bboxN.csv``: much faster to
-write for large datasets, with the same voxels and rows.
+write for large datasets, with the same voxels and rows. Adding ``stream=True`` (CLI ``--stream``) generates and
+writes each bbox slab by slab (:mod:`~synclr_monai.data.synthetic_stream`): memory bounded by a slab, not the
+bbox, other pixels for the same seed (same layout, label semantics, sheets and ground truth); isotropic voxels
+and no defects only.
 
 The same seed and options give byte-identical files: every bbox draws from its own
 ``numpy.random.SeedSequence(seed).spawn`` stream, TIFFs carry no date, and the xlsx is re-packed
