@@ -249,8 +249,10 @@ def main() -> None:
         if args.inference:
             inf = []
             for mode in args.modes:
-                cmd = [sys.executable, __file__, "--measure-inference", mode, "--data", str(args.data), "--cache",
-                       str(args.cache), "--cube", str(args.cube), "--inference-synapses", str(args.inference_synapses)]  # fmt: skip
+                cmd = [
+                    sys.executable, __file__, "--measure-inference", mode, "--data", str(args.data), "--cache",
+                    str(args.cache), "--cube", str(args.cube), "--inference-synapses", str(args.inference_synapses),
+                ]  # fmt: skip
                 res = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if res.returncode != 0:
                     sys.exit(f"inference {mode}: failed\n{res.stderr[-3000:]}")

@@ -132,7 +132,8 @@ def _draw(syn: Synapse, rng: np.random.Generator) -> _Patch:
     shape = syn.pre_mask.shape
     raw = np.full(shape, np.nan, np.float32)
     labels = {k: np.zeros(shape, bool) for k in _BITS}
-    draw_synapse(syn, _Window(raw, syn.window), {k: _Window(v, syn.window) for k, v in labels.items()}, rng)  # type: ignore[arg-type]
+    windows = {k: _Window(v, syn.window) for k, v in labels.items()}
+    draw_synapse(syn, _Window(raw, syn.window), windows, rng)  # type: ignore[arg-type]
     return _Patch(syn, raw, labels)
 
 
@@ -214,7 +215,9 @@ class _Imager:
         lo = self.emitted - self.first  # buffer index of the first plane to emit
         a = max(0, lo - self.halo)
         b = min(len(self.tissue), stop - self.first + self.halo)
-        img = ndimage.gaussian_filter(self.tissue[a:b], self.sigma_blur) if self.sigma_blur > 0 else self.tissue[a:b].copy()
+        img = self.tissue[a:b].copy()
+        if self.sigma_blur > 0:
+            img = ndimage.gaussian_filter(img, self.sigma_blur)
         img += self.grain_gain * ndimage.gaussian_filter(self.noise[a:b], self.sigma_grain)
         img = img[lo - a : stop - self.first - a]
         img = self.staining.tone(img)
@@ -259,7 +262,7 @@ def _neuropil_mito_plan(shape, slabs, scale, rng) -> list[list[tuple]]:
 
 
 def _draw_neuropil_mito(seg, raw, bits, z0: int, first_id: int, mito: tuple) -> None:
-    """One background mitochondrion into a slab (``seg``/``raw``/``bits`` start at plane ``z0``), if it fits its cell."""
+    """One background mitochondrion into a slab (arrays starting at plane ``z0``), if it fits in its cell."""
     centre, axis, half_length, radius, seed = mito
     rng = np.random.default_rng(seed)
     local = centre - np.array([z0, 0.0, 0.0])
@@ -446,7 +449,8 @@ def generate_bbox_stream(
         side_1, side_2 = (syn.pre_point, syn.post_point) if pre_side == 1 else (syn.post_point, syn.pre_point)
         rows.append([var1, *syn.centre[::-1].tolist(), *side_1[::-1].tolist(), *side_2[::-1].tolist()])
         info.append(
-            [var1, syn.stype.name, pre_side, syn.pre_id, syn.post_id, syn.n_vesicles, syn.post_kind, syn.mito_near_cleft]
+            [var1, syn.stype.name, pre_side, syn.pre_id, syn.post_id, syn.n_vesicles]
+            + [syn.post_kind, syn.mito_near_cleft]
         )
     return {
         "name": f"bbox{number}",

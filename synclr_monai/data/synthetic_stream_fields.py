@@ -197,5 +197,6 @@ class SlabNeuropil:
             walls[lo : lo + step] = wall
         labels += 1
         labels[walls < self.gap] = 0
-        out = labels.reshape(nb[0], nb[1], nb[2], b, b, b).transpose(0, 3, 1, 4, 2, 5).reshape(nb[0] * b, nb[1] * b, nb[2] * b)
+        out = labels.reshape(nb[0], nb[1], nb[2], b, b, b).transpose(0, 3, 1, 4, 2, 5)
+        out = out.reshape(nb[0] * b, nb[1] * b, nb[2] * b)
         return np.ascontiguousarray(out[:t, :ny, :nx])

@@ -297,7 +297,8 @@ def _edt(mask: np.ndarray) -> np.ndarray:
     outside it, can be replaced by its projection onto the shell, which is no farther.
     """
     out = np.zeros(mask.shape, np.float64)
-    nz = [np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis))) for axis in range(mask.ndim)]
+    others = [tuple(a for a in range(mask.ndim) if a != axis) for axis in range(mask.ndim)]
+    nz = [np.flatnonzero(np.any(mask, axis=axes)) for axes in others]
     if any(len(n) == 0 for n in nz):
         return out
     box = tuple(slice(max(0, int(n[0]) - 1), min(size, int(n[-1]) + 2)) for n, size in zip(nz, mask.shape))
