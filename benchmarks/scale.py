@@ -15,6 +15,11 @@ Usage::
     python benchmarks/scale.py                                   # 4 bboxes of 256³ (~7 minutes on 2 cores)
     python benchmarks/scale.py --bboxes 7 --shape 640 640 640    # ~2.9e9 voxels (the issue's target; hours to synth)
     python benchmarks/scale.py --data DIR --work WORK            # reuse a dataset (and its caches in WORK/cache)
+    python benchmarks/scale.py --data DIR --work WORK --inference --no-train   # inference cubes per data mode
+
+``--inference`` also times the inference dataset's cubes (``iter_dataset_cubes``, every synapse of the sheets or
+the first ``--inference-synapses``) in a fresh process per data mode: seconds per 1,000 synapses and the
+process's peak RSS. ``--stream`` generates the dataset with ``synth --stream`` (slab by slab).
 """
 
 from __future__ import annotations
@@ -142,6 +147,39 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+def measure_inference(args: argparse.Namespace) -> dict:
+    """Inference cubes of one data mode in this process: every synapse's cube as the inference dataset cuts it.
+
+    The cubes only (``iter_dataset_cubes``, what ``SynapseCubeDataset`` yields to the encoder): the encoder's
+    cost and memory do not depend on the data mode.
+    """
+    import pandas as pd
+    import torch
+
+    from synclr_monai.data.synapse_cubes import iter_dataset_cubes, sheet_ids
+
+    torch.set_num_threads(1)
+    ids = sheet_ids(args.data)
+    if args.inference_synapses:
+        ids = ids.iloc[: args.inference_synapses].reset_index(drop=True)
+    rss_start = _status_kb(os.getpid(), "VmRSS")
+    t0 = time.perf_counter()
+    n = 0
+    for _, _, cube in iter_dataset_cubes(args.data, args.cube, args.cache, ids=ids, data_mode=args.measure_inference):
+        n += 1
+    elapsed = time.perf_counter() - t0
+    del pd
+    return {
+        "mode": args.measure_inference,
+        "synapses": n,
+        "bboxes": int(ids["bbox_name"].nunique()),
+        "s_per_1000": elapsed / n * 1000.0,
+        "total_s": elapsed,
+        "rss_start_mb": rss_start / 1024,
+        "peak_mb": _status_kb(os.getpid(), "VmHWM") / 1024,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="an existing dataset root (default: generate one)")
@@ -156,12 +194,22 @@ def main() -> None:
     parser.add_argument("--sampling", choices=("random", "mask_aware"), default="random")
     parser.add_argument("--no-views", action="store_true", help="only cut the cubes (views left to the GPU path)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--inference", action="store_true", help="also measure the inference cubes per data mode")
+    parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
+    parser.add_argument(
+        "--inference-synapses", type=int, default=0, help="inference: the first N synapses only (default 0: all)"
+    )
+    parser.add_argument("--stream", action="store_true", help="generate the dataset with synth --stream")
     parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-inference", choices=MODES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=MODES, default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
 
     if args.measure:
         print("RESULT " + json.dumps(measure(args)), flush=True)
+        return
+    if args.measure_inference:
+        print("RESULT " + json.dumps(measure_inference(args)), flush=True)
         return
 
     tmp = None
@@ -176,7 +224,7 @@ def main() -> None:
                 cmd = [
                     sys.executable, "-m", "synclr_monai", "synth", "--out", str(args.data), "--format", "zarr",
                     "--table", "csv", "--bboxes", str(args.bboxes), "--shape", *map(str, args.shape),
-                    "--synapses-per-bbox", str(args.synapses), "--seed", "0",
+                    "--synapses-per-bbox", str(args.synapses), "--seed", "0", *(["--stream"] if args.stream else []),
                 ]  # fmt: skip
                 t0 = time.perf_counter()
                 res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -197,6 +245,29 @@ def main() -> None:
             f"caches: {len(sizes)} bboxes, {voxels:.3g} voxels, {assembled / 1e9:.2f} GB assembled, "
             f"{on_disk / 1e9:.2f} GB on disk (built or checked in {time.perf_counter() - t0:.0f} s)"
         )
+
+        if args.inference:
+            inf = []
+            for mode in args.modes:
+                cmd = [
+                    sys.executable, __file__, "--measure-inference", mode, "--data", str(args.data), "--cache",
+                    str(args.cache), "--cube", str(args.cube), "--inference-synapses", str(args.inference_synapses),
+                ]  # fmt: skip
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if res.returncode != 0:
+                    sys.exit(f"inference {mode}: failed\n{res.stderr[-3000:]}")
+                inf.append(json.loads(next(line for line in res.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+            print(f"\ninference cubes ({args.cube}³, channels), one process")
+            header = ("mode", "synapses", "bboxes", "s / 1000 synapses", "total s", "peak RSS")
+            print("| " + " | ".join(header) + " |")
+            print("|" + "---|" * len(header))
+            for r in inf:
+                print(
+                    f"| {r['mode']} | {r['synapses']} | {r['bboxes']} | {r['s_per_1000']:.1f} | {r['total_s']:.0f} "
+                    f"| {r['peak_mb']:.0f} MB |"
+                )
+        if args.no_train:
+            return
 
         rows = []
         for mode in args.modes:

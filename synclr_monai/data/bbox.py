@@ -533,7 +533,9 @@ def synapse_cube(
     float64 statistics of the cube's voxels inside the volume, zero padding past the borders.
 
     Args:
-        volume: the assembled bbox.
+        volume: the assembled bbox, or a bbox read out of core (``name``, ``shape``, ``raw`` a ``[1, Z, Y, X]``
+            and ``mask`` a ``[3, Z, Y, X]`` :class:`~synclr_monai.data.lazy.H5Volume`, as
+            :func:`~synclr_monai.data.synapse_cubes.open_lazy_bbox` gives): only the cube is read.
         row: a sheet row (``central_coord_1..3`` in (x, y, z)).
         cube_size: edge S of the cube.
         input_mode: ``channels`` (raw, pre, cleft), ``masked`` or ``raw`` (see
@@ -552,7 +554,7 @@ def synapse_cube(
 
     from ..transforms.artefacts import to_input_mode
     from ..transforms.config import is_anisotropic
-    from ..transforms.functional import cut_cube
+    from ..transforms.functional import cut_cube, is_lazy
     from ..transforms.geometry import affine_resample
     from ..transforms.params import view_matrices
 
@@ -561,7 +563,9 @@ def synapse_cube(
     if not all(0 <= c < d for c, d in zip(center, volume.shape)):
         raise ValueError(f"{volume.name}: synapse {row.get('Var1')!r} centre {center} lies outside {volume.shape}")
     start = [c - size // 2 for c in center]
-    cube = cut_cube(volume.raw[None], volume.mask, start, size, pad=True)
+    # an out-of-core raw (data_mode chunked: an H5Volume) already has its channel axis; only the cube is read
+    raw = volume.raw if is_lazy(volume.raw) else volume.raw[None]
+    cube = cut_cube(raw, volume.mask, start, size, pad=True)
     x = torch.from_numpy(cube)
     if is_anisotropic(voxel_size):
         matrix = view_matrices(np.eye(3)[None], np.zeros((1, 3), bool), np.ones(1), tuple(voxel_size))[0]

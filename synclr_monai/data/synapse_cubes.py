@@ -2,7 +2,8 @@
 
 Inference, the online kNN, the baselines and the atlas tools all cut synapse cubes the same way
 (:func:`~synclr_monai.data.bbox.synapse_cube`: the training normalisation, the encoder's input mode),
-loading one bbox at a time so that memory holds a single assembled bbox:
+loading one bbox at a time so that memory holds a single assembled bbox, or (``data_mode`` chunked) reading
+each cube out of the bbox's HDF5 cache, so that memory holds a cube (:func:`open_lazy_bbox`):
 
 - :func:`iter_dataset_cubes`: ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row);
 - :class:`SynapseCubeDataset`: the same as a PyTorch dataset of ``{"image", "bbox_name", "Var1"}`` items,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,81 @@ import torch
 from synclr_monai.errors import MissingFileError
 
 from .bbox import find_bboxes, synapse_cube
-from .cache import load_bbox
+from .cache import load_bbox, open_cached_bbox
 from .io import DataFormatError, read_synapse_sheet
 from .label_maps import resolve_label_maps
+from .lazy import H5Volume, choose_data_mode
 
-__all__ = ["SynapseCubeDataset", "iter_dataset_cubes", "labelled_cubes_from_dataset", "sheet_ids"]
+__all__ = [
+    "LazyBBox",
+    "SynapseCubeDataset",
+    "iter_dataset_cubes",
+    "labelled_cubes_from_dataset",
+    "open_lazy_bbox",
+    "resolve_data_mode",
+    "sheet_ids",
+]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LazyBBox:
+    """A bbox read out of core: what :func:`~synclr_monai.data.bbox.synapse_cube` needs, no voxel held.
+
+    Args:
+        name: ``bboxN``.
+        shape: ``(Z, Y, X)``.
+        raw: ``[1, Z, Y, X]`` :class:`~synclr_monai.data.lazy.H5Volume` on the cache's z-scored raw.
+        mask: ``[3, Z, Y, X]`` :class:`~synclr_monai.data.lazy.H5Volume` on the cache's masks.
+        synapses: the sheet rows (as :attr:`~synclr_monai.data.bbox.BBoxVolume.synapses`).
+    """
+
+    name: str
+    shape: tuple[int, int, int]
+    raw: H5Volume
+    mask: H5Volume
+    synapses: pd.DataFrame
+
+
+def open_lazy_bbox(source, cache_dir: str | os.PathLike, label_maps: Mapping | None = None) -> LazyBBox:
+    """A bbox's cache, built when absent or stale (that one bbox assembled in memory), opened out of core.
+
+    Args:
+        source: the :class:`~synclr_monai.data.bbox.BBoxSource`.
+        cache_dir: folder of the ``bboxN.h5`` caches.
+        label_maps: the resolved label-map table.
+
+    Returns:
+        The :class:`LazyBBox`.
+    """
+    c = open_cached_bbox(source, cache_dir, label_maps)
+    raw = H5Volume(c.path, "raw", c.shape, c.raw_dtype, add_channel=True, fingerprint=c.fingerprint)
+    mask = H5Volume(c.path, "mask", (c.mask_channels, *c.shape), "uint8", fingerprint=c.fingerprint)
+    return LazyBBox(name=c.name, shape=c.shape, raw=raw, mask=mask, synapses=c.synapses)
+
+
+def resolve_data_mode(
+    data_mode: str, sources: Sequence, cache_dir: str | os.PathLike | None, max_cache_gb: float = 8.0
+) -> str:
+    """``"memory"`` or ``"chunked"`` for cutting the cubes of ``sources`` (``auto``: by their assembled size).
+
+    Only one bbox is assembled at a time in memory mode, so ``auto`` compares the largest bbox, not their sum,
+    with ``max_cache_gb``; without a ``cache_dir`` there is nothing to read out of core and ``auto`` is memory.
+
+    Raises:
+        ValueError: an unknown mode, or ``chunked`` without a ``cache_dir``.
+    """
+    from .lazy import assembled_nbytes
+
+    if data_mode == "chunked" and cache_dir is None:
+        raise ValueError("data_mode: 'chunked' reads the cubes out of the bboxes' HDF5 caches: give a cache_dir")
+    if data_mode != "auto":
+        return choose_data_mode(data_mode, [])
+    if cache_dir is None or not sources:
+        return "memory"
+    largest = max(sources, key=assembled_nbytes)
+    return choose_data_mode("auto", [{"bbox": largest}], max_cache_gb)
 
 
 def iter_dataset_cubes(
@@ -43,6 +113,8 @@ def iter_dataset_cubes(
     input_mode: str = "channels",
     voxel_size: Sequence[float] | None = None,
     az_radius: int = 2,
+    data_mode: str = "memory",
+    max_cache_gb: float = 8.0,
 ) -> Iterator[tuple[str, str, np.ndarray]]:
     """The encoder inputs of the synapses of a dataset root, loading one bbox at a time.
 
@@ -56,6 +128,10 @@ def iter_dataset_cubes(
             loaded); every id must exist in the dataset.
         input_mode, voxel_size, az_radius: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
             training: the encoder's sidecar records them).
+        data_mode: ``"memory"`` (each bbox assembled whole, one at a time), ``"chunked"`` (each cube read out of
+            the bbox's HDF5 cache; needs ``cache_dir``) or ``"auto"`` (chunked when the largest bbox's assembled
+            size exceeds ``max_cache_gb`` and a ``cache_dir`` is given). Both give the same cubes.
+        max_cache_gb: the memory budget of ``auto`` (GB).
 
     Yields:
         ``(bbox_name, Var1, cube)`` in dataset order (bbox, then sheet row).
@@ -80,10 +156,14 @@ def iter_dataset_cubes(
         wanted = set(zip(ids["bbox_name"].astype(str), ids["Var1"].astype(str)))
         wanted_bboxes = {b for b, _ in wanted}
         sources = [s for s in sources if s.name in wanted_bboxes]
+    mode = resolve_data_mode(data_mode, sources, cache_dir, max_cache_gb)
     found: set[tuple[str, str]] = set()
     for source in sources:
-        logger.info("loading %s", source.name)
-        volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
+        logger.info("loading %s (%s)", source.name, mode)
+        if mode == "chunked":
+            volume = open_lazy_bbox(source, cache_dir, table)  # type: ignore[arg-type]
+        else:
+            volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
         if wanted is None and volume.synapses.empty:
             raise DataFormatError(
                 f"{source.sheet}: {source.name}'s sheet lists no synapse (a header and no rows), so it has nothing to "
@@ -134,6 +214,9 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         ids: only these synapses (``bbox_name``, ``Var1``); None: every synapse of the sheets.
         input_mode, voxel_size, az_radius: the encoder's input (its sidecar), see
             :func:`~synclr_monai.data.bbox.synapse_cube`.
+        shard, num_shards: this process's block of the synapse list (default: from torch.distributed).
+        data_mode, max_cache_gb: ``memory``, ``chunked`` (cubes read out of the HDF5 caches, memory bounded by a
+            cube) or ``auto``, resolved once here (see :func:`iter_dataset_cubes`).
 
     Raises:
         FileNotFoundError: the dataset folder does not exist.
@@ -152,6 +235,8 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         az_radius: int = 2,
         shard: int | None = None,
         num_shards: int | None = None,
+        data_mode: str = "memory",
+        max_cache_gb: float = 8.0,
     ) -> None:
         super().__init__()
         root = Path(dataset_dir)
@@ -164,6 +249,8 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         self.input_mode = input_mode
         self.voxel_size = voxel_size
         self.az_radius = int(az_radius)
+        self.data_mode = resolve_data_mode(data_mode, find_bboxes(root), cache_dir, max_cache_gb)
+        self.max_cache_gb = max_cache_gb
         if num_shards is None and torch.distributed.is_available() and torch.distributed.is_initialized():
             num_shards, shard = torch.distributed.get_world_size(), torch.distributed.get_rank()
         self.num_shards, self.shard = int(num_shards or 1), int(shard or 0)
@@ -198,6 +285,7 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         cubes = iter_dataset_cubes(
             self.dataset_dir, self.cube_size, self.cache_dir, self.label_maps, ids=self.ids,
             input_mode=self.input_mode, voxel_size=self.voxel_size, az_radius=self.az_radius,
+            data_mode=self.data_mode,
         )  # fmt: skip
         for name, var1, cube in cubes:
             yield {"image": torch.from_numpy(cube), "bbox_name": name, "Var1": var1}

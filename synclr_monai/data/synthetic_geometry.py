@@ -77,9 +77,10 @@ def plan_regions(
             f"cleft centres keep a {border_margin}-voxel margin from the borders"
         )
     best: tuple[float, int, tuple[int, int, int]] | None = None
+    limit = 2 * n_regions + 1  # grids of more cells are never taken (the loops skip them without a visit)
     for gz in range(1, n_regions + 1):
-        for gy in range(1, n_regions + 1):
-            for gx in range(1, n_regions + 1):
+        for gy in range(1, min(n_regions, limit // gz) + 1):
+            for gx in range(1, min(n_regions, limit // (gz * gy)) + 1):
                 cells = gz * gy * gx
                 if cells < n_regions or cells >= 2 * n_regions + 2:
                     continue

@@ -289,9 +289,32 @@ def build_cells(syn: Synapse, rng: np.random.Generator) -> None:
     syn.pre_mask = _keep_component(pre, pre_seed)
 
 
-def _interior_point(mask: np.ndarray, start: np.ndarray, direction: np.ndarray, max_dist: float) -> np.ndarray:
-    """A voxel deep inside ``mask`` near the ray ``start + d * direction`` (window coordinates)."""
-    edt = ndimage.distance_transform_edt(mask)
+def _edt(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask)``, computed on the bounding box of ``mask`` grown by one voxel.
+
+    Equal to the whole-array transform: the grown box's shell holds no foreground (or is the array's edge, where
+    the transform sees no background either), and the nearest background voxel of a point inside the box, if
+    outside it, can be replaced by its projection onto the shell, which is no farther.
+    """
+    out = np.zeros(mask.shape, np.float64)
+    others = [tuple(a for a in range(mask.ndim) if a != axis) for axis in range(mask.ndim)]
+    nz = [np.flatnonzero(np.any(mask, axis=axes)) for axes in others]
+    if any(len(n) == 0 for n in nz):
+        return out
+    box = tuple(slice(max(0, int(n[0]) - 1), min(size, int(n[-1]) + 2)) for n, size in zip(nz, mask.shape))
+    out[box] = ndimage.distance_transform_edt(mask[box])
+    return out
+
+
+def _interior_point(
+    mask: np.ndarray, start: np.ndarray, direction: np.ndarray, max_dist: float, edt: np.ndarray | None = None
+) -> np.ndarray:
+    """A voxel deep inside ``mask`` near the ray ``start + d * direction`` (window coordinates).
+
+    ``edt``: ``mask``'s distance transform when already computed.
+    """
+    if edt is None:
+        edt = _edt(mask)
     ds = np.arange(1.0, max(2.0, max_dist), 0.5)
     pts = np.rint(start[None, :] + ds[:, None] * direction[None, :]).astype(int)
     ok = np.all((pts >= 0) & (pts < np.asarray(mask.shape)), axis=1)
@@ -364,7 +387,16 @@ def draw_synapse(syn: Synapse, raw: np.ndarray, labels: dict[str, np.ndarray], r
     u, v, w, r, h = _local(syn)
     raw_w = raw[win]
     pre, post = syn.pre_mask, syn.post_mask
-    pre_edt = ndimage.distance_transform_edt(pre)
+    pre_edt = _edt(pre)
+    post_edt: list[np.ndarray] = []  # computed when first needed
+
+    def edt_of(cell: np.ndarray) -> np.ndarray:
+        if cell is pre:
+            return pre_edt
+        if not post_edt:
+            post_edt.append(_edt(post))
+        return post_edt[0]
+
     n = syn.frame[:, 2]
     lo = np.asarray([s.start for s in win], float)
     c_local = syn.centre - lo
@@ -389,7 +421,7 @@ def draw_synapse(syn: Synapse, raw: np.ndarray, labels: dict[str, np.ndarray], r
     for centre, axis, cell in placements:
         radius = mito_radius * rng.uniform(0.9, 1.1)
         body, membrane, cristae = mito_structure(win, centre, axis, radius * rng.uniform(1.4, 2.2), radius, rng)
-        inside = ndimage.distance_transform_edt(cell) > 1.5  # keep the cell membrane intact
+        inside = edt_of(cell) > 1.5  # keep the cell membrane intact
         body &= inside
         if body.sum() < 10:
             continue
@@ -433,5 +465,5 @@ def draw_synapse(syn: Synapse, raw: np.ndarray, labels: dict[str, np.ndarray], r
     labels["cleft2_half"][win] |= cleft & (u > 0)
 
     # a point inside each partner, deep in the cell along the normal
-    syn.pre_point = _interior_point(pre, c_local, n, 2.0 * syn.pre_axes[2]) + lo.astype(int)
-    syn.post_point = _interior_point(post, c_local, -n, 2.0 * syn.post_axes[2]) + lo.astype(int)
+    syn.pre_point = _interior_point(pre, c_local, n, 2.0 * syn.pre_axes[2], pre_edt) + lo.astype(int)
+    syn.post_point = _interior_point(post, c_local, -n, 2.0 * syn.post_axes[2], edt_of(post)) + lo.astype(int)
