@@ -250,25 +250,21 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         self.voxel_size = voxel_size
         self.az_radius = int(az_radius)
         self.data_mode = resolve_data_mode(data_mode, find_bboxes(root), cache_dir, max_cache_gb)
-        self.max_cache_gb = max_cache_gb
         if num_shards is None and torch.distributed.is_available() and torch.distributed.is_initialized():
             num_shards, shard = torch.distributed.get_world_size(), torch.distributed.get_rank()
         self.num_shards, self.shard = int(num_shards or 1), int(shard or 0)
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"shard must be in [0, {self.num_shards}), got {shard}")
-        if self.num_shards > 1 and ids is None:
-            ids = sheet_ids(root)
-        if ids is not None and self.num_shards > 1:
-            n = len(ids)
+        # the sheets are read once: the synapse list gives the length and, split over processes, each block
+        listed = sheet_ids(root) if ids is None else ids
+        if self.num_shards > 1:
+            n = len(listed)
             if n < self.num_shards:
                 raise ValueError(f"{root}: {n} synapse(s) cannot be split over {self.num_shards} processes")
             lo, hi = n * self.shard // self.num_shards, n * (self.shard + 1) // self.num_shards
-            ids = ids.iloc[lo:hi].reset_index(drop=True)
-        self.ids = ids
-        if ids is not None:
-            self._length = len(ids)
-        else:
-            self._length = sum(len(read_synapse_sheet(s.sheet)) for s in find_bboxes(root))
+            ids = listed = listed.iloc[lo:hi].reset_index(drop=True)
+        self.ids = ids  # None: every synapse (iter_dataset_cubes then also refuses a bbox with an empty sheet)
+        self._length = len(listed)
         if self._length == 0:
             raise ValueError(f"no synapse is listed in the sheets of {root}")
 
