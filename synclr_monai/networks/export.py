@@ -349,7 +349,7 @@ def read_encoder_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     """Load a plain state dict safely and check that it is one."""
     if not path.is_file():
-        raise FileNotFoundError(f"encoder file not found: {path}")
+        raise MissingFileError(f"encoder file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in several types; report them uniformly

@@ -29,6 +29,7 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from monai.utils import ensure_tuple_rep, look_up_option
 from torch import nn
 
+from synclr_monai.errors import MissingFileError
 from synclr_monai.networks.export import (
     encoder_input_spec,
     encoder_keys,
@@ -285,7 +286,7 @@ def segmentation_backbone(
         kwargs = dict(backbone_kwargs or {})
     else:
         if not os.path.isfile(encoder_path):
-            raise FileNotFoundError(f"encoder file not found: {encoder_path}")
+            raise MissingFileError(f"encoder file {encoder_path} does not exist")
         meta = read_encoder_metadata(encoder_path) or {}
         spec = encoder_input_spec(
             encoder_path,

@@ -70,3 +70,10 @@ def test_finetune_bundle_equals_the_python_workflow(synthetic_root, tmp_path):
         tmp_path, "--dataset_dir", str(synthetic_root), "--output_dir", str(tmp_path / "bad"), "--iterationz", "1"
     )
     assert res.returncode == 2 and "iterationz" in res.stderr
+
+
+def test_finetune_bundle_names_a_missing_encoder_in_one_line(synthetic_root, tmp_path):
+    missing = tmp_path / "none.pt"
+    res = _run(tmp_path, "--dataset_dir", str(synthetic_root), "--encoder_path", str(missing), "--output_dir", str(tmp_path / "o"))
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert f"error: encoder file {missing} does not exist" in res.stderr and "Traceback" not in res.stderr
