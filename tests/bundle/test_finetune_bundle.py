@@ -31,7 +31,8 @@ def test_finetune_bundle_equals_the_python_workflow(synthetic_root, tmp_path):
     out = tmp_path / "bundle"
     res = _run(
         tmp_path, "--dataset_dir", str(synthetic_root), "--encoder_path", str(encoder), "--output_dir", str(out),
-        "--device", "cpu", "--cache_dir", str(tmp_path / "cache"), *[x for k, v in settings.items() for x in (f"--{k}", str(v))],
+        "--device", "cpu", "--cache_dir", str(tmp_path / "cache"),
+        *[x for k, v in settings.items() for x in (f"--{k}", str(v))],
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "finetune.json").read_text())
@@ -74,6 +75,14 @@ def test_finetune_bundle_equals_the_python_workflow(synthetic_root, tmp_path):
 
 def test_finetune_bundle_names_a_missing_encoder_in_one_line(synthetic_root, tmp_path):
     missing = tmp_path / "none.pt"
-    res = _run(tmp_path, "--dataset_dir", str(synthetic_root), "--encoder_path", str(missing), "--output_dir", str(tmp_path / "o"))
+    res = _run(
+        tmp_path,
+        "--dataset_dir",
+        str(synthetic_root),
+        "--encoder_path",
+        str(missing),
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     assert f"error: encoder file {missing} does not exist" in res.stderr and "Traceback" not in res.stderr
