@@ -535,6 +535,7 @@ class CheckpointHandler:
         self.logger = logging.getLogger(name or __name__)
         self.periodic: Checkpoint | None = None
         self.best: Checkpoint | None = None
+        self._deferred: int | None = None  # an epoch-end periodic save waiting for the best one
         self.final: Checkpoint | None = None
         self.resumed_from: Path | None = None
         self.objects: dict[str, Any] = {}
@@ -590,12 +591,14 @@ class CheckpointHandler:
             engine.add_event_handler(Events.STARTED, self.restore)
         if self.save_interval is not None:
             self.periodic = make_checkpointer(self.save_dir, self.objects, "checkpoint", n_saved=self.n_saved)
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.periodic)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._save_periodic)
         if self.save_best:
             self.best = make_checkpointer(
                 self.save_dir, self.objects, "best", n_saved=1, score_function=self._score, score_name=self.score_name
             )
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_best)
+        if self.save_interval is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_deferred)  # after the best
         if self.save_final:
             self.final = make_checkpointer(self.save_dir, self.objects, "final", n_saved=1)
             engine.add_event_handler(Events.COMPLETED, self.final)
@@ -609,6 +612,29 @@ class CheckpointHandler:
             )
         value = float(metrics[self.best_metric])
         return -value if self.best_mode == "min" else value
+
+    def _save_periodic(self, engine: Engine) -> None:
+        """Every ``save_interval`` iterations; at an epoch's last iteration deferred until its best is saved.
+
+        A periodic checkpoint of the epoch's end written before that epoch's best one leaves a window (a kill
+        between the two files) in which the newest checkpoint says the epoch is done and no best exists, and a
+        run resumed from it never writes that epoch's best. Best first: a kill in between leaves the best, which
+        is itself a complete checkpoint of that iteration, and the resumed run continues from it.
+        """
+        iteration, epoch_length = engine.state.iteration, engine.state.epoch_length
+        if iteration % self.save_interval:
+            return
+        if self.save_best and epoch_length and iteration % epoch_length == 0:
+            self._deferred = iteration
+            return
+        assert self.periodic is not None
+        self.periodic(engine)
+
+    def _save_deferred(self, engine: Engine) -> None:
+        if self._deferred == engine.state.iteration:
+            self._deferred = None
+            assert self.periodic is not None
+            self.periodic(engine)
 
     def _save_best(self, engine: Engine) -> None:
         score = self._score(engine)

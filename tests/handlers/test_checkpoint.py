@@ -47,6 +47,28 @@ def test_periodic_best_final_files(tmp_path):
     assert find_latest_checkpoint(tmp_path / "ckpt").name in {"checkpoint_12.pt", "final_12.pt"}
 
 
+def test_an_epochs_best_is_on_disk_before_its_last_periodic_checkpoint(tmp_path, monkeypatch):
+    """A kill between the two files must never leave "epoch done" on disk without that epoch's best."""
+    import synclr_monai.handlers.checkpoint as module
+
+    written: list[str] = []
+    real = module.SafeDiskSaver.__call__
+
+    def recording(saver, checkpoint, filename, metadata=None):
+        out = real(saver, checkpoint, filename, metadata)
+        written.append(filename)  # complete on disk
+        return out
+
+    monkeypatch.setattr(module.SafeDiskSaver, "__call__", recording)
+    trainer, _ = trainer_with_checkpoints(tmp_path, max_epochs=2, save_interval=1, n_saved=2, save_final=False)
+    trainer.run()
+    assert written[:3] == ["checkpoint_1.pt", "checkpoint_2.pt", "checkpoint_3.pt"]
+    assert written[3].startswith("best_4_") and written[4] == "checkpoint_4.pt"  # epoch 1's best, then its end
+    bests = [w for w in written if w.startswith("best_8_")]  # epoch 2's best, written only when it is better
+    assert written[-1] == "checkpoint_8.pt" and written[-2] == (bests[0] if bests else "checkpoint_7.pt")
+    assert len(written) == 8 + 1 + len(bests)  # every periodic checkpoint is still written, once
+
+
 def test_resume_restores_everything_and_continues(tmp_path):
     reference, _ = trainer_with_checkpoints(tmp_path, save_interval=2, n_saved=10, save_best=False)
     reference.run()
