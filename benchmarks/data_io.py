@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="an existing dataset root (uses its first bbox)")
     args = parser.parse_args()
 
-    from synclr_monai.data.bbox import assemble_bbox, find_bboxes
+    from synclr_monai.data.assembly import assemble_bbox
+    from synclr_monai.data.bbox import find_bboxes
     from synclr_monai.data.cache import load_bbox
     from synclr_monai.data.io import read_tiff_stack
 

@@ -1,7 +1,8 @@
 """Reading the lab's EM data: TIFF stacks, NIfTI and Zarr volumes, synapse tables; bbox assembly; HDF5 cache;
 synthetic data; checks."""
 
-from .bbox import BBoxSource, BBoxVolume, assemble_bbox, find_bboxes, synapse_cube, zscore_volume
+from .assembly import assemble_bbox
+from .bbox import BBoxSource, BBoxVolume, find_bboxes, synapse_cube, zscore_volume
 from .cache import load_bbox
 from .io import DataFormatError, open_volume, read_nifti, read_synapse_sheet, read_tiff_stack, read_volume, read_zarr
 from .label_maps import DEFAULT_LABEL_MAPS, LabelMap, label_map_for, resolve_label_maps

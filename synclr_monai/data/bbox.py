@@ -28,18 +28,17 @@ from .io import (
     is_nifti,
     is_zarr,
     list_slices,
-    read_synapse_sheet,
-    read_volume,
 )
-from .label_maps import LabelMap, label_map_for
+from .label_maps import LabelMap
 
 __all__ = [
     "BBoxSource",
     "BBoxVolume",
     "find_bboxes",
+    "ZScoreStats",
     "zscore_volume",
+    "warn_nonfinite",
     "nonfinite_per_slice",
-    "assemble_bbox",
     "label_problems",
     "label_values",
     "assign_pre_synaptic",
@@ -259,12 +258,57 @@ def nonfinite_per_slice(raw: np.ndarray) -> np.ndarray:
     return np.array([int(raw.shape[1] * raw.shape[2] - np.count_nonzero(np.isfinite(sl))) for sl in raw])
 
 
-def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32) -> np.ndarray:
+class ZScoreStats:
+    """Mean and standard deviation of a raw volume accumulated slab by slab (float64 sums), and the z-score.
+
+    Non-finite voxels (NaN, inf; possible only in float stacks) are left out of the statistics and z-score
+    to 0, the volume's mean: one NaN voxel would otherwise make the standard deviation NaN and the whole channel
+    zero. Feeding the same slabs in the same order gives bit-identical statistics, so the in-memory and the
+    streamed assembly (:mod:`synclr_monai.data.assembly`) write identical raw channels.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.n = 0
+
+    def add(self, slab: np.ndarray) -> None:
+        """Accumulate a ``[dz, Y, X]`` slab."""
+        values = slab.astype(np.float64)
+        if np.issubdtype(slab.dtype, np.floating):
+            values = values[np.isfinite(values)]
+        self.total += values.sum()
+        self.total_sq += np.square(values).sum()
+        self.n += values.size
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+    @property
+    def std(self) -> float:
+        mean = self.mean
+        return float(np.sqrt(max(self.total_sq / self.n - mean * mean, 0.0))) if self.n else 0.0
+
+    def apply(self, slab: np.ndarray, dtype: np.dtype = np.float16) -> np.ndarray:
+        """``(slab - mean) / std`` in ``dtype`` (zeros for a constant volume; non-finite voxels 0)."""
+        mean, std = self.mean, self.std
+        values = slab.astype(np.float32)
+        scored = (values - mean) / std if std > 0 else np.zeros_like(values)
+        if np.issubdtype(slab.dtype, np.floating):
+            scored[~np.isfinite(values)] = 0.0
+        return scored.astype(dtype, copy=False)
+
+
+#: z-slices per slab of the z-score statistics (fixed: the float64 sums depend on the slab boundaries).
+ZSCORE_SLAB = 32
+
+
+def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = ZSCORE_SLAB) -> np.ndarray:
     """Z-score a whole volume, computed slab by slab so that no float64 copy of it is ever held.
 
-    Non-finite voxels (NaN, inf; possible only in float stacks) are left out of the mean and standard
-    deviation and set to 0, the volume's mean after z-scoring: one NaN voxel would otherwise make the
-    standard deviation NaN and the whole channel zero. :func:`assemble_bbox` warns when it happens.
+    Non-finite voxels (NaN, inf) are left out of the mean and standard deviation and set to 0 (see
+    :class:`ZScoreStats`); :func:`~synclr_monai.data.assembly.assemble_bbox` warns when it happens.
 
     Args:
         raw: ``[Z, Y, X]`` intensities.
@@ -274,32 +318,17 @@ def zscore_volume(raw: np.ndarray, dtype: np.dtype = np.float16, chunk: int = 32
     Returns:
         ``(raw - mean) / std`` in ``dtype``; a constant volume gives zeros.
     """
-    floating = np.issubdtype(raw.dtype, np.floating)
-    total = 0.0
-    total_sq = 0.0
-    n = 0
+    stats = ZScoreStats()
     for z in range(0, raw.shape[0], chunk):
-        slab = raw[z : z + chunk].astype(np.float64)
-        if floating:
-            slab = slab[np.isfinite(slab)]
-        total += slab.sum()
-        total_sq += np.square(slab).sum()
-        n += slab.size
-    mean = total / n if n else 0.0
-    std = float(np.sqrt(max(total_sq / n - mean * mean, 0.0))) if n else 0.0
+        stats.add(raw[z : z + chunk])
     out = np.empty(raw.shape, dtype=dtype)
     for z in range(0, raw.shape[0], chunk):
-        slab = raw[z : z + chunk].astype(np.float32)
-        scored = (slab - mean) / std if std > 0 else np.zeros_like(slab)
-        if floating:
-            scored[~np.isfinite(slab)] = 0.0
-        out[z : z + chunk] = scored
+        out[z : z + chunk] = stats.apply(raw[z : z + chunk], dtype)
     return out
 
 
-def _warn_nonfinite(source: BBoxSource, raw: np.ndarray) -> None:
-    """Warn, naming the slices, when the raw stack holds NaN/inf voxels (replaced by :func:`zscore_volume`)."""
-    counts = nonfinite_per_slice(raw)
+def warn_nonfinite(source: BBoxSource, counts: np.ndarray) -> None:
+    """Warn, naming the slices, when the raw stack holds NaN/inf voxels (``counts`` per z-slice; they z-score to 0)."""
     total = int(counts.sum())
     if not total:
         return
@@ -380,91 +409,13 @@ def assign_pre_synaptic(
     return 1 if dists[0] <= dists[1] else 2
 
 
-def assemble_bbox(
-    source: BBoxSource,
-    label_maps: Mapping[int, LabelMap] | None = None,
-    raw_dtype: str | np.dtype = np.float16,
-    vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
-) -> BBoxVolume:
-    """Read a bbox's files and build its 3-channel volume.
+def __getattr__(name: str):
+    # assemble_bbox moved to synclr_monai.data.assembly (slab-wise assembly); the old import path still works
+    if name == "assemble_bbox":
+        from .assembly import assemble_bbox
 
-    Args:
-        source: the bbox's files.
-        label_maps: ``{bbox_number: LabelMap}``; the lab's default table when None.
-        raw_dtype: dtype of the z-scored raw channel (float16 or float32).
-        vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
-
-    Returns:
-        The assembled :class:`BBoxVolume`.
-
-    Raises:
-        DataFormatError: on unreadable or inconsistent files (shape mismatch between raw, seg and mask,
-            sheet points outside the volume), each message naming the file.
-        KeyError: if no label map exists for the bbox.
-    """
-    label_map = label_map_for(source.number, label_maps)
-    raw = read_volume(source.raw, "raw")
-    seg = read_volume(source.seg, "label")
-    sem = read_volume(source.mask, "label")
-    for path, vol in ((source.seg, seg), (source.mask, sem)):
-        if vol.shape != raw.shape:
-            raise DataFormatError(
-                f"{path}: volume shape {vol.shape} (slices, y, x) differs from raw {source.raw}'s {raw.shape}"
-            )
-    synapses = read_synapse_sheet(source.sheet)
-    synapses.insert(0, "bbox_name", source.name)
-
-    vesicle = sem == label_map.vesicle
-    pre = np.zeros(raw.shape, dtype=np.uint8)
-    pre_sides, pre_ids, post_ids = [], [], []
-    pre_seg_ids: set[int] = set()
-    post_seg_ids: set[int] = set()
-    for _, row in synapses.iterrows():
-        points = [sheet_point(row, p) for p in ("central", "side_1", "side_2")]
-        for p in points:
-            if not all(0 <= c < s for c, s in zip(p, raw.shape)):
-                raise DataFormatError(
-                    f"{source.sheet}: synapse {row['Var1']!r} has point (z, y, x) = {p} outside the volume {raw.shape}"
-                )
-        side_ids = (int(seg[points[1]]), int(seg[points[2]]))
-        side = assign_pre_synaptic(seg, vesicle, points[0], side_ids, (points[1], points[2]), vesicle_search_radius)
-        if side == 0 or side_ids[side - 1] == 0:
-            logger.warning(
-                "%s: synapse %s: no vesicle cloud within %d voxels of the cleft centre or pre side on background; "
-                "it adds nothing to the pre-synaptic channel",
-                source.sheet, row["Var1"], vesicle_search_radius,
-            )
-            pre_sides.append(0)
-            pre_ids.append(0)
-            post_ids.append(0)
-            continue
-        pre_sides.append(side)
-        pre_ids.append(side_ids[side - 1])
-        post_ids.append(side_ids[2 - side])
-        pre_seg_ids.add(side_ids[side - 1])
-        if side_ids[2 - side]:
-            post_seg_ids.add(side_ids[2 - side])
-    synapses["pre_side"] = pre_sides
-    synapses["pre_seg_id"] = pre_ids
-    synapses["post_seg_id"] = post_ids
-    if pre_seg_ids:
-        pre[:] = np.isin(seg, sorted(pre_seg_ids))
-
-    mask = np.zeros((3, *raw.shape), dtype=np.uint8)
-    mask[0] = pre
-    mask[1] = np.isin(sem, label_map.cleft_values)
-    if post_seg_ids:
-        mask[2] = np.isin(seg, sorted(post_seg_ids))
-    values = label_values(sem)
-    del seg, vesicle, sem, pre
-    _warn_nonfinite(source, raw)
-    return BBoxVolume(
-        name=source.name,
-        raw=zscore_volume(raw, np.dtype(raw_dtype)),
-        mask=mask,
-        synapses=synapses,
-        label_values=values,
-    )
+        return assemble_bbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def label_values(labels: np.ndarray) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
 """HDF5 cache of assembled bboxes.
 
 Assembling a bbox reads ~1700 TIFF slices and labels components; the cache keeps the result (raw in
-float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks) together with a
+float16/float32, uncompressed, masks in uint8, LZF-compressed, both in 64³ chunks), written slab by slab as
+:func:`build_cache` assembles it (:mod:`synclr_monai.data.assembly`: memory for a slab, not a bbox), together with a
 fingerprint of everything it was built from: the source files (names, sizes, mtimes), the label map, the raw dtype, the assembly
 parameters and the cache format version. A different fingerprint or an unreadable file means a
 rebuild. Caches are written to a temporary name and renamed, so a crash never leaves a half cache.
@@ -30,7 +31,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,9 @@ import numpy as np
 import pandas as pd
 
 from ..utils import atomic_output
-from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, assemble_bbox, label_problems
+from .assembly import assemble_bbox, plan_assembly
+from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, label_problems
+from .components import SlabComponents
 from .io import DataFormatError, is_zarr
 from .label_maps import LabelMap, label_map_for
 
@@ -49,6 +52,7 @@ __all__ = [
     "CachedBBox",
     "source_fingerprint",
     "write_cache",
+    "build_cache",
     "read_cache",
     "read_cache_header",
     "read_component_table",
@@ -105,11 +109,8 @@ def source_fingerprint(
     return h.hexdigest()
 
 
-def _component_table(volume: BBoxVolume) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The cleft components of ``volume`` as ``([K, 7] int64 starts|stops|size, packed crop bits, metadata)``."""
-    from ..transforms.sampling import find_cleft_components  # MONAI, imported only when a cache is written
-
-    comps = find_cleft_components(volume.cleft, COMPONENT_TABLE_MIN_SIZE, COMPONENT_TABLE_CONNECTIVITY)
+def _table_of(comps) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Cleft components as ``([K, 7] int64 starts|stops|size, packed crop bits, metadata)``."""
     table = np.concatenate([comps.starts, comps.stops, comps.sizes[:, None]], axis=1).astype(np.int64)
     bits = np.concatenate([m.ravel() for m in comps.masks]) if len(comps) else np.zeros(0, dtype=bool)
     packed = np.packbits(bits)
@@ -117,7 +118,6 @@ def _component_table(volume: BBoxVolume) -> tuple[np.ndarray, np.ndarray, dict]:
         "min_size": COMPONENT_TABLE_MIN_SIZE,
         "connectivity": COMPONENT_TABLE_CONNECTIVITY,
         "count": len(comps),
-        "cleft_voxels": int(np.count_nonzero(volume.cleft)),
         "sha256": _table_hash(table, packed),
     }
     return table, packed, meta
@@ -127,6 +127,64 @@ def _table_hash(table: np.ndarray, packed: np.ndarray) -> str:
     h = hashlib.sha256(np.ascontiguousarray(table, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(packed, dtype=np.uint8).tobytes())
     return h.hexdigest()
+
+
+def _write_slabs(
+    path: Path,
+    name: str,
+    fingerprint: str,
+    shape: tuple[int, int, int],
+    raw_dtype: np.dtype,
+    slabs: Iterator[tuple[int, np.ndarray, np.ndarray]],
+    header: Callable[[], tuple[pd.DataFrame, tuple[int, ...]]],
+    compression: str | None = "lzf",
+    raw_compression: str | None = None,
+    mask_channels: int = 3,
+) -> Path:
+    """Write a cache atomically from ``(z0, raw, mask)`` slabs, the cleft component table built along the way.
+
+    ``header()`` gives the synapses and label values once the slabs are written (the streamed assembly knows the
+    label values only then).
+    """
+    import h5py
+
+    chunks = tuple(min(CHUNK, s) for s in shape)
+    components = SlabComponents(shape, COMPONENT_TABLE_MIN_SIZE, COMPONENT_TABLE_CONNECTIVITY)
+    cleft_voxels = 0
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        # fletcher32: a per-chunk checksum that h5py verifies on every read
+        raw = f.create_dataset(
+            "raw", shape=shape, dtype=raw_dtype, chunks=chunks, compression=raw_compression, fletcher32=True
+        )
+        mask = f.create_dataset(
+            "mask", shape=(mask_channels, *shape), dtype=np.uint8, chunks=(1, *chunks), compression=compression,
+            fletcher32=True,
+        )  # fmt: skip
+        for z0, raw_slab, mask_slab in slabs:
+            z1 = z0 + raw_slab.shape[0]
+            raw[z0:z1] = raw_slab
+            mask[:, z0:z1] = mask_slab
+            components.add(mask_slab[1])
+            cleft_voxels += int(np.count_nonzero(mask_slab[1]))
+        table, packed, meta = _table_of(components.result())
+        meta["cleft_voxels"] = cleft_voxels
+        synapses, label_values = header()
+        attrs = {
+            "name": name,
+            "fingerprint": fingerprint,
+            "synapses": synapses.to_json(orient="split"),
+            "label_values": json.dumps([int(v) for v in label_values]),
+            "cleft_components": json.dumps(meta, sort_keys=True),
+        }
+        # small and read whole; its SHA-256 is in the (hashed) attribute "cleft_components"
+        group = f.create_group("cleft_components")
+        group.create_dataset("table", data=table.reshape(-1, 7))
+        group.create_dataset("masks", data=packed)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["attrs_sha256"] = _attrs_hash(attrs)
+        f.attrs["format_version"] = CACHE_FORMAT_VERSION
+    return path
 
 
 def write_cache(
@@ -150,31 +208,45 @@ def write_cache(
     Returns:
         ``path``.
     """
-    import h5py
+    mask = volume.mask
+    slabs = ((z, volume.raw[z : z + CHUNK], mask[:, z : z + CHUNK]) for z in range(0, volume.shape[0], CHUNK))
+    return _write_slabs(
+        Path(path), volume.name, fingerprint, volume.shape, volume.raw.dtype, slabs,
+        lambda: (volume.synapses, volume.label_values), compression, raw_compression, mask.shape[0],
+    )  # fmt: skip
 
-    path = Path(path)
-    chunks = tuple(min(CHUNK, s) for s in volume.shape)
-    table, packed, meta = _component_table(volume)
-    attrs = {
-        "name": volume.name,
-        "fingerprint": fingerprint,
-        "synapses": volume.synapses.to_json(orient="split"),
-        "label_values": json.dumps([int(v) for v in volume.label_values]),
-        "cleft_components": json.dumps(meta, sort_keys=True),
-    }
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        # fletcher32: a per-chunk checksum that h5py verifies on every read
-        f.create_dataset("raw", data=volume.raw, chunks=chunks, compression=raw_compression, fletcher32=True)
-        f.create_dataset("mask", data=volume.mask, chunks=(1, *chunks), compression=compression, fletcher32=True)
-        # small and read whole; its SHA-256 is in the (hashed) attribute "cleft_components"
-        group = f.create_group("cleft_components")
-        group.create_dataset("table", data=table.reshape(-1, 7))
-        group.create_dataset("masks", data=packed)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["attrs_sha256"] = _attrs_hash(attrs)
-        f.attrs["format_version"] = CACHE_FORMAT_VERSION
-    return path
+
+def build_cache(
+    source: BBoxSource,
+    path: str | Path,
+    fingerprint: str,
+    label_maps: Mapping[int, LabelMap] | None = None,
+    raw_dtype: str = "float16",
+    vesicle_search_radius: int = VESICLE_SEARCH_RADIUS,
+) -> Path:
+    """Assemble a bbox slab by slab straight into its cache (memory: one slab, not the bbox).
+
+    Writes the same file as ``write_cache(assemble_bbox(source, ...), path, fingerprint)``.
+
+    Args:
+        source: the bbox's files.
+        path: target ``.h5`` file (written to a temporary name, then renamed).
+        fingerprint: from :func:`source_fingerprint`.
+        label_maps: ``{bbox_number: LabelMap}`` (default table when None).
+        raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
+        vesicle_search_radius: see :func:`~synclr_monai.data.assembly.assemble_bbox`.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        DataFormatError: as :func:`~synclr_monai.data.assembly.plan_assembly`; nothing is left at ``path``.
+    """
+    plan = plan_assembly(source, label_maps, vesicle_search_radius)
+    return _write_slabs(
+        Path(path), source.name, fingerprint, plan.shape, np.dtype(raw_dtype), plan.slabs(raw_dtype, CHUNK),
+        lambda: (plan.synapses, plan.label_values),
+    )  # fmt: skip
 
 
 def _attrs_hash(attrs: Mapping[str, str]) -> str:
@@ -423,7 +495,7 @@ def open_cached_bbox(
 
     The out-of-core counterpart of :func:`load_bbox` (``data_mode: chunked``): a valid cache is only
     checked (header, attribute and component-table checksums); an absent, stale or broken one is built as
-    :func:`load_bbox` builds it (the assembly holds that one bbox in memory while it runs, then frees it).
+    :func:`load_bbox` builds it (slab by slab: the build holds one slab of the bbox, not the bbox).
 
     Args:
         source: the bbox's files.
@@ -446,7 +518,7 @@ def open_cached_bbox(
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
     label_map = label_map_for(source.number, label_maps)
     cached = _load_or_build(
-        source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache_header, reread=True
+        source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache_header
     )
     if require_labels:
         problems = label_problems(cached, source, label_map, has_cleft=cached.cleft_voxels > 0)
@@ -480,14 +552,13 @@ def _load_or_build(
     raw_dtype: str,
     vesicle_search_radius: int,
     reader: Callable = read_cache,
-    reread: bool = False,
 ):
     """``reader``'s view of the cache (the volume, or its header), built once across processes when needed.
 
     A valid cache is read without locking. Otherwise the per-bbox lock ``bboxN.h5.lock`` is taken (waiting,
     with a log line, while another process builds), the cache is read again (the other process may just have
-    written it), and only if it is still absent, stale or broken is the bbox assembled and written. After a
-    build, the assembled volume is returned, or (``reread``) what ``reader`` reads from the new cache.
+    written it), and only if it is still absent, stale or broken is the bbox assembled slab by slab into it
+    (:func:`build_cache`); then ``reader`` reads the new cache.
     """
     from filelock import FileLock, Timeout
 
@@ -512,12 +583,8 @@ def _load_or_build(
             logger.info("%s: loaded from cache %s (built by another process)", source.name, path)
             return cached
         _remove_stale_temporaries(path)
-        logger.info("%s: assembling from %s (cache %s)", source.name, source.root, path)
-        volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
-        write_cache(volume, path, fingerprint)
-        if not reread:
-            return volume
-        del volume  # out of core: free the assembled bbox before the next one is built
+        logger.info("%s: assembling from %s into the cache %s", source.name, source.root, path)
+        build_cache(source, path, fingerprint, label_maps, raw_dtype, vesicle_search_radius)
         return reader(path, fingerprint)
     finally:
         lock.release()

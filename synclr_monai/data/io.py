@@ -32,6 +32,8 @@ __all__ = [
     "read_volume",
     "open_volume",
     "ZarrVolume",
+    "TiffStackVolume",
+    "NiftiVolume",
     "read_zarr",
     "write_zarr_volume",
     "is_nifti",
@@ -376,6 +378,132 @@ class ZarrVolume:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def _region(key, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """``key`` (integers, slices with step 1, an Ellipsis) as three bounded slices, and the axes that integers drop."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        at = key.index(Ellipsis)
+        key = (*key[:at], *([slice(None)] * (len(shape) - len(key) + 1)), *key[at + 1 :])
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for a volume shaped {tuple(shape)}")
+    key = (*key, *([slice(None)] * (len(shape) - len(key))))
+    slices, dropped = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step != 1:
+                raise IndexError(f"only slices with step 1 are supported, got {k}")
+            slices.append(slice(start, max(start, stop)))
+        else:
+            i = int(k) + (n if int(k) < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            slices.append(slice(i, i + 1))
+            dropped.append(axis)
+    return tuple(slices), tuple(dropped)
+
+
+class TiffStackVolume:
+    """A TIFF slice folder opened lazily: indexing ``[z, y, x]`` decodes only the slices it touches.
+
+    Slices follow :func:`read_slice`'s rules (RGB raw to gray, channel 0 of labels, integral float labels to
+    int64); the stack's shape and dtype come from its first slice. A slice of another shape is an error naming
+    it when it is read. The last ``cache_slices`` decoded slices are kept, so that overlapping windows (the
+    pre-synaptic search around neighbouring synapses) decode each slice once.
+
+    Args:
+        folder: the slice folder.
+        role: ``"raw"`` or ``"label"``.
+        cache_slices: decoded slices kept (0: none).
+        check_numbering: refuse gaps in the slices' numbering (False: take the files as they sort).
+
+    Raises:
+        DataFormatError: a missing or empty folder, gaps in the numbering, or an unreadable first slice.
+    """
+
+    ndim = 3
+
+    def __init__(
+        self, folder: str | Path, role: str = "raw", cache_slices: int = 0, check_numbering: bool = True
+    ) -> None:
+        from functools import lru_cache
+
+        self.path = Path(folder)
+        self.role = role
+        self.files = list_slices(folder, check_numbering)
+        first = read_slice(self.files[0], role)
+        self._plane = first.shape
+        self.dtype = first.dtype
+        self.shape = (len(self.files), *first.shape)
+        self._read = lru_cache(maxsize=cache_slices)(self._decode) if cache_slices else self._decode
+
+    def _decode(self, z: int) -> np.ndarray:
+        plane = read_slice(self.files[z], self.role)
+        if plane.shape != self._plane:
+            raise DataFormatError(
+                f"{self.files[z]}: slice shape {plane.shape} differs from {self.files[0].name}'s {self._plane}"
+            )
+        return plane
+
+    def __repr__(self) -> str:
+        return f"TiffStackVolume({str(self.path)!r}, role={self.role!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getitem__(self, key) -> np.ndarray:
+        (zs, ys, xs), dropped = _region(key, self.shape)
+        planes = [self._read(z)[ys, xs] for z in range(zs.start, zs.stop)]
+        out = np.stack(planes) if planes else np.empty((0, ys.stop - ys.start, xs.stop - xs.start), self.dtype)
+        return out.squeeze(dropped) if dropped else out
+
+
+class NiftiVolume:
+    """A NIfTI file opened lazily (nibabel's array proxy): indexing ``[z, y, x]`` reads only that region.
+
+    NIfTI stores ``(x, y, z)``; indexing is reversed to ``[z, y, x]`` as in :func:`read_nifti`, whose dtype
+    rules apply (a 4-D file gives its first volume; integral float labels become int64). Reading a region of a
+    ``.nii.gz`` decompresses the file up to it, so slabs in z order are cheap and random regions are not.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        role: ``"raw"`` or ``"label"``.
+
+    Raises:
+        DataFormatError: an unreadable file or one that is not 3-D (or 4-D).
+    """
+
+    ndim = 3
+
+    def __init__(self, path: str | Path, role: str = "raw") -> None:
+        import nibabel as nib
+
+        self.path = Path(path)
+        self.role = role
+        try:
+            self._proxy = nib.load(str(path)).dataobj
+        except Exception as err:
+            raise DataFormatError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from err
+        shape = tuple(int(n) for n in self._proxy.shape)
+        if len(shape) not in (3, 4):
+            raise DataFormatError(f"{path}: expected a 3-D NIfTI volume, got shape {shape}")
+        self._four_d = len(shape) == 4
+        self.shape = shape[2::-1]
+        stored = np.dtype(self._proxy.dtype)
+        self.dtype = np.dtype(np.int64) if role == "label" and not np.issubdtype(stored, np.integer) else stored
+
+    def __repr__(self) -> str:
+        return f"NiftiVolume({str(self.path)!r}, role={self.role!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getitem__(self, key) -> np.ndarray:
+        (zs, ys, xs), dropped = _region(key, self.shape)
+        try:
+            arr = np.asarray(self._proxy[(xs, ys, zs, 0) if self._four_d else (xs, ys, zs)])
+        except Exception as err:
+            raise DataFormatError(f"{self.path}: unreadable NIfTI data ({type(err).__name__}: {err})") from err
+        arr = np.ascontiguousarray(arr.transpose(2, 1, 0))
+        if self.role == "label" and not np.issubdtype(arr.dtype, np.integer):
+            arr = _label_values(arr, self.path)
+        return arr.squeeze(dropped) if dropped else arr
+
+
 def _zarr_level0(path: Path):
     """The array of a Zarr store: the store itself, or level 0 of an OME-Zarr group; with its channel axis."""
     import zarr
@@ -430,16 +558,18 @@ def _zarr_level0(path: Path):
     return node, channel_axis, where
 
 
-def open_volume(path: str | Path, role: str = "raw") -> "ZarrVolume | np.ndarray":
-    """Open a volume for reading parts of it: lazily for Zarr, in memory for TIFF stacks and NIfTI.
+def open_volume(
+    path: str | Path, role: str = "raw", cache_slices: int = 0
+) -> "ZarrVolume | TiffStackVolume | NiftiVolume":
+    """Open a volume lazily, for reading parts of it: a Zarr store, a TIFF slice folder or a NIfTI file.
 
-    Both results index ``[z, y, x]`` and have ``shape``, ``dtype`` and ``ndim``; indexing returns NumPy
-    arrays. A :class:`ZarrVolume` reads only the chunks an index touches (``.array`` is the Zarr array
-    itself, ``.read()`` the whole volume).
+    Every result indexes ``[z, y, x]`` and has ``shape``, ``dtype`` and ``ndim``; indexing returns NumPy
+    arrays and reads only what the index touches (Zarr: its chunks; TIFF: its slices; NIfTI: its region).
 
     Args:
         path: a ``.zarr`` store, a TIFF slice folder or a NIfTI file.
         role: ``"raw"`` or ``"label"`` (see :func:`read_slice`).
+        cache_slices: for a TIFF folder, decoded slices kept for reuse (see :class:`TiffStackVolume`).
 
     Raises:
         DataFormatError: an unreadable or badly shaped volume, naming the file.
@@ -452,7 +582,9 @@ def open_volume(path: str | Path, role: str = "raw") -> "ZarrVolume | np.ndarray
             raise DataFormatError(f"{path}: Zarr store does not exist")
         array, channel_axis, where = _zarr_level0(path)
         return ZarrVolume(path, role, array, channel_axis, where)
-    return read_volume(path, role)
+    if is_nifti(path):
+        return NiftiVolume(path, role)
+    return TiffStackVolume(path, role, cache_slices)
 
 
 def read_zarr(path: str | Path, role: str = "raw") -> np.ndarray:

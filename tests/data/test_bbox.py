@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synclr_monai.data.bbox import assemble_bbox, find_bboxes, sheet_point, synapse_cube
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import find_bboxes, sheet_point, synapse_cube
 from synclr_monai.data.io import DataFormatError, read_synapse_sheet, read_tiff_stack
 from synclr_monai.data.label_maps import LabelMap, label_map_for
 

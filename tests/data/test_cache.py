@@ -17,13 +17,13 @@ from synclr_monai.data.label_maps import LabelMap, label_map_for
 
 def _count_assemblies(monkeypatch):
     calls = []
-    real = bbox_module.assemble_bbox
+    real = cache_module.plan_assembly
 
     def counting(*args, **kwargs):
         calls.append(args[0].name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "assemble_bbox", counting)
+    monkeypatch.setattr(cache_module, "plan_assembly", counting)
     return calls
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synclr_monai.data import bbox as bbox_module
 from synclr_monai.data import cache as cache_module
 from synclr_monai.data.bbox import find_bboxes
 from synclr_monai.data.cache import load_bbox, read_cache, source_fingerprint
@@ -32,7 +31,7 @@ LOADER = textwrap.dedent(
     from synclr_monai.data.bbox import find_bboxes
 
     root, cache_dir, sync, me, other = sys.argv[1:6]
-    real = cache_module.assemble_bbox
+    real = cache_module.plan_assembly
 
     def counting(*args, **kwargs):
         with open(Path(sync) / "assemblies", "a") as f:
@@ -40,7 +39,7 @@ LOADER = textwrap.dedent(
         time.sleep(2.0)
         return real(*args, **kwargs)
 
-    cache_module.assemble_bbox = counting
+    cache_module.plan_assembly = counting
     source = find_bboxes(root)[0]
     (Path(sync) / f"ready-{me}").touch()
     deadline = time.monotonic() + 120
@@ -139,8 +138,8 @@ def test_killed_build_leaves_no_cache_and_the_next_load_rebuilds(tiny_root, tmp_
     assert read_cache(cache_dir / "bbox1.h5") is None
 
     calls = []
-    real = bbox_module.assemble_bbox
-    monkeypatch.setattr(cache_module, "assemble_bbox", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cache_module.plan_assembly
+    monkeypatch.setattr(cache_module, "plan_assembly", lambda *a, **k: calls.append(1) or real(*a, **k))
     source = find_bboxes(tiny_root)[0]
     volume = load_bbox(source, cache_dir)
     assert calls == [1]  # rebuilt, not taken from the temporary

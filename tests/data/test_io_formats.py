@@ -13,7 +13,8 @@ import pytest
 zarr = pytest.importorskip("zarr")
 
 from synclr_monai.__main__ import main as cli  # noqa: E402
-from synclr_monai.data.bbox import assemble_bbox, find_bboxes  # noqa: E402
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import find_bboxes  # noqa: E402
 from synclr_monai.data.cache import load_bbox, read_cache, source_fingerprint  # noqa: E402
 from synclr_monai.data.checks import check_dataset  # noqa: E402
 from synclr_monai.data.io import (  # noqa: E402

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from synclr_monai.data.bbox import BBoxVolume, assemble_bbox, find_bboxes, sheet_point, synapse_cube
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import BBoxVolume, find_bboxes, sheet_point, synapse_cube
 from synclr_monai.transforms.artefacts import to_input_mode
 from synclr_monai.transforms.sampling import RandCubeSamplerd
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from synclr_monai.data.bbox import assemble_bbox, find_bboxes, synapse_cube
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import find_bboxes, synapse_cube
 from synclr_monai.evaluation.embeddings import read_embeddings
 from synclr_monai.inference import run_inference
 from synclr_monai.networks import build_backbone, build_simclr, load_encoder, save_encoder

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from synclr_monai.data.bbox import assemble_bbox, find_bboxes
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import find_bboxes
 from synclr_monai.data.bbox_loading import LoadBBoxd, bbox_data_list
 from synclr_monai.data.cache import load_bbox, read_cache, source_fingerprint, write_cache
 from synclr_monai.data.checks import check_dataset

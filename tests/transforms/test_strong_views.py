@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from synclr_monai.data.bbox import assemble_bbox, find_bboxes
+from synclr_monai.data.assembly import assemble_bbox
+from synclr_monai.data.bbox import find_bboxes
 from synclr_monai.transforms import AugmentConfig, BatchedTwoViewAugment, RandTwoViewd, apply_view_params
 from synclr_monai.transforms.config import INPUT_MODES
 from synclr_monai.transforms.functional import retained_voxels
