@@ -10,22 +10,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .bbox import BBoxSource, find_bboxes, sheet_point
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
-from .bbox import nonfinite_per_slice
+from .bbox import label_values, nonfinite_per_slice
 from .io import (
     DataFormatError,
+    TiffStackVolume,
     is_nifti,
     is_zarr,
     list_slices,
+    open_volume,
     read_slice,
     read_synapse_sheet,
-    read_volume,
     slice_gaps,
 )
 from .label_maps import LabelMap, label_map_for, resolve_label_maps
@@ -93,19 +96,37 @@ def _nonfinite_problem(where: Path, count: int) -> str:
     )
 
 
-def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
-    """Read a role's volume, recording what is wrong: for a TIFF stack slice by slice (unreadable slices, gaps
-    in the numbering, shape mismatches); for NIfTI and Zarr the whole volume (unreadable file or chunks, bad
-    shape); and (raw) non-finite voxels."""
+#: z-planes read at a time from Zarr and NIfTI volumes (TIFF stacks are read slice by slice).
+CHECK_SLAB = 64
+
+
+def _stack_info(
+    path: Path, role: str, problems: list[str], visit: Callable[[np.ndarray], None] | None = None
+) -> tuple[tuple[int, ...] | None, Any]:
+    """Read a role's volume part by part, recording what is wrong: for a TIFF stack slice by slice (unreadable
+    slices, gaps in the numbering, shape mismatches); for NIfTI and Zarr slab by slab (unreadable file or
+    chunks, bad shape); and (raw) non-finite voxels. ``visit`` sees every slab (``[dz, Y, X]``) read.
+
+    Returns:
+        The shape and the volume opened lazily (:func:`~synclr_monai.data.io.open_volume`, for point lookups),
+        or None for either when the volume cannot be read whole. Memory: one slab, never the volume.
+    """
     if is_nifti(path) or is_zarr(path):
         try:
-            vol = read_volume(path, role)
+            vol = open_volume(path, role)
+            bad = 0
+            for z in range(0, vol.shape[0], CHECK_SLAB):
+                slab = vol[z : z + CHECK_SLAB]
+                if role == "raw":
+                    bad += int(nonfinite_per_slice(slab).sum())
+                if visit is not None:
+                    visit(slab)
         except DataFormatError as err:
             problems.append(str(err))
             return None, None
-        if role == "raw" and (bad := int(nonfinite_per_slice(vol).sum())):
+        if bad:
             problems.append(_nonfinite_problem(path, bad))
-        return vol.shape, vol
+        return tuple(vol.shape), vol
     try:
         files = list_slices(path, check_numbering=False)
     except DataFormatError as err:
@@ -114,29 +135,31 @@ def _stack_info(path: Path, role: str, problems: list[str]) -> tuple[tuple[int, 
     gap = slice_gaps(path, files)
     if gap:
         problems.append(gap)
-    slices: list[np.ndarray | None] = []
     shape0 = None
+    complete = True
     for f in files:
         try:
             sl = read_slice(f, role)
         except DataFormatError as err:
             problems.append(str(err))
-            slices.append(None)
+            complete = False
             continue
         if shape0 is None:
             shape0 = sl.shape
         elif sl.shape != shape0:
             problems.append(f"{f}: slice shape {sl.shape} differs from the stack's {shape0}")
-            slices.append(None)
+            complete = False
             continue
         if role == "raw" and np.issubdtype(sl.dtype, np.floating) and not np.all(np.isfinite(sl)):
             problems.append(_nonfinite_problem(f, int(sl.size - np.count_nonzero(np.isfinite(sl)))))
-        slices.append(sl)
+        if visit is not None:
+            visit(sl[None])
     if shape0 is None:
         return None, None
-    if any(s is None for s in slices):
-        return (len(files), *shape0), None
-    return (len(files), *shape0), np.stack(slices)  # type: ignore[arg-type]
+    shape = (len(files), *shape0)
+    if not complete:
+        return shape, None
+    return shape, TiffStackVolume(path, role, cache_slices=8, check_numbering=False)
 
 
 def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
@@ -147,11 +170,20 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
     if label_map is None:
         problems.append(f"{source.root}: no label map for {source.name} (add it to the label_maps config)")
 
+    found: set[int] = set()
+    cleft_values = label_map.cleft_values if label_map is not None else ()
+
+    def count_labels(slab: np.ndarray) -> None:
+        found.update(label_values(slab))
+        if label_map is not None:
+            summary.cleft_voxels += int(np.count_nonzero(np.isin(slab, cleft_values)))
+
+    summary.cleft_voxels = 0 if label_map is not None else None
     shapes: dict[str, tuple[int, ...] | None] = {}
-    vols: dict[str, np.ndarray | None] = {}
+    vols: dict[str, Any] = {}
     for role, path, kind in (("raw", source.raw, "raw"), ("seg", source.seg, "label"), ("mask", source.mask, "label")):
         if path.exists():
-            shapes[role], vols[role] = _stack_info(path, kind, problems)
+            shapes[role], vols[role] = _stack_info(path, kind, problems, count_labels if role == "mask" else None)
         else:
             shapes[role], vols[role] = None, None
     raw_shape = shapes.get("raw")
@@ -167,10 +199,11 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
             )
 
     mask = vols.get("mask")
-    if mask is not None:
-        summary.label_values = [int(v) for v in np.unique(mask) if v != 0]
+    if mask is None:
+        summary.cleft_voxels = None  # unknown: the mask could not be read whole
+    else:
+        summary.label_values = sorted(found)
         if label_map is not None:
-            summary.cleft_voxels = int(np.isin(mask, label_map.cleft_values).sum())
             if summary.cleft_voxels == 0:
                 problems.append(
                     f"{source.mask}: no cleft voxels (label values {label_map.cleft_values} of the label map "
@@ -192,7 +225,13 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
                 )
             seg = vols.get("seg")
             shape = raw_shape or shapes.get("seg")
-            for _, row in sheet.iterrows():
+            rows = [row for _, row in sheet.iterrows()]
+            # the side points' seg ids, looked up in z order so that a TIFF segmentation decodes each slice once
+            sides = {sheet_point(row, prefix) for row in rows for prefix in ("side_1", "side_2")}
+            seg_shape = seg.shape if seg is not None else ()
+            inside = sorted(p for p in sides if seg is not None and all(0 <= c < s for c, s in zip(p, seg_shape)))
+            seg_at = {p: int(seg[p]) for p in inside}
+            for row in rows:
                 for prefix in ("central", "side_1", "side_2"):
                     p = sheet_point(row, prefix)
                     if shape is not None and not all(0 <= c < s for c, s in zip(p, shape)):
@@ -200,7 +239,7 @@ def check_bbox(source: BBoxSource, label_map: LabelMap | None) -> BBoxSummary:
                             f"{source.sheet}: synapse {row['Var1']!r}: {prefix} point (x, y, z) = "
                             f"{p[::-1]} lies outside the volume (x, y, z) = {tuple(shape[::-1])}"
                         )
-                    elif prefix != "central" and seg is not None and seg[p] == 0:
+                    elif prefix != "central" and seg is not None and seg_at.get(p) == 0:
                         problems.append(
                             f"{source.sheet}: synapse {row['Var1']!r}: {prefix} point (x, y, z) = {p[::-1]} "
                             f"lies on background (seg id 0) in {source.seg}"

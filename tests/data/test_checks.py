@@ -88,3 +88,37 @@ def test_bbox_without_cleft_voxels_fails_the_cli(dataset_copy, capsys):
 
 def test_missing_root(tmp_path):
     assert "does not exist" in _problems(tmp_path / "absent")
+
+
+def test_check_reads_zarr_volumes_slab_by_slab(tmp_path, monkeypatch):
+    from synclr_monai.data import checks as checks_module
+    from synclr_monai.data.synthetic import generate_dataset
+
+    root = tmp_path / "zarr"
+    generate_dataset(root, n_bboxes=1, shape=(150, 40, 40), synapses_per_bbox=2, seed=3, volume_format="zarr",
+                     table_format="csv")  # fmt: skip
+    real = checks_module.open_volume
+    largest = []
+
+    def recording(path, role="raw", **kw):
+        volume = real(path, role, **kw)
+        get = volume.__getitem__
+
+        class Recorded:
+            shape, dtype, ndim = volume.shape, volume.dtype, 3
+
+            def __getitem__(self, key):
+                out = get(key)
+                largest.append(out.size)
+                return out
+
+        return Recorded()
+
+    monkeypatch.setattr(checks_module, "open_volume", recording)
+    report = check_dataset(root)
+    assert report.ok, report.problems
+    (summary,) = report.bboxes
+    assert summary.shape == (150, 40, 40) and summary.cleft_voxels > 0
+    assert max(largest) <= checks_module.CHECK_SLAB * 40 * 40  # never a whole volume
+    lm = label_map_for(1)
+    assert lm.cleft in summary.label_values and lm.vesicle in summary.label_values
