@@ -562,7 +562,7 @@ class BatchedTwoViewAugment(Randomizable):
         """Augment a batch.
 
         Args:
-            cubes: ``[B, 3 or 4, C, C, C]`` float tensor on any device (left unchanged).
+            cubes: ``[B, 3 or 4, C, C, C]`` float tensor on any device (left unchanged; computed in float32).
             params: parameters of the B cubes (a :class:`TwoViewParams` or its (collated) dict form), or
                 None to draw them.
             cubes2: the second view's cubes (same shape), or None to make both views from ``cubes``.
@@ -575,6 +575,9 @@ class BatchedTwoViewAugment(Randomizable):
             ValueError: a malformed batch, or parameters for another batch size or cube size.
         """
         s = _check_batch(cubes)
+        # cubes may arrive in float16 (ContrastiveCubeDataset's cube_dtype: half the host memory and transfer)
+        cubes = cubes.float()
+        cubes2 = None if cubes2 is None else cubes2.float()
         if cubes2 is not None and tuple(cubes2.shape) != tuple(cubes.shape):
             raise ValueError(f"BatchedTwoViewAugment: cubes2 {tuple(cubes2.shape)} differs from cubes {tuple(cubes.shape)}")
         if params is None:

@@ -188,3 +188,22 @@ def test_real_layout_through_load_bbox(synthetic_root):
     out = samples(ds)
     assert {s["name"] for s in out} == {"bbox1", "bbox2"}
     assert all(s["fallback"] == 0 and s["view1"][2].sum() >= 20 * 0.5 for s in out)
+
+
+def test_cubes_for_the_device_path_travel_in_float16_and_give_the_float32_views():
+    half = make_dataset(views=False, sampling="mask_aware")
+    full = make_dataset(views=False, sampling="mask_aware", cube_dtype="float32")
+    for i in (0, 3):
+        a, b = half[i], full[i]
+        assert a["image"].dtype == torch.float16 and b["image"].dtype == torch.float32
+        torch.testing.assert_close(a["image"][1:].float(), b["image"][1:], rtol=0, atol=0)  # masks exact
+        torch.testing.assert_close(a["image"].float(), b["image"], rtol=2**-10, atol=1e-4)
+    batch = next(iter(DataLoader(half, batch_size=2, num_workers=0)))
+    aug = BatchedTwoViewAugment(chunk_size=2, crop_method="gather")
+    views_half = aug(batch["image"], batch["view_params"])
+    views_full = aug(batch["image"].float(), batch["view_params"])
+    for h, f in zip(views_half, views_full):
+        assert h.dtype == torch.float32
+        torch.testing.assert_close(h, f, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cube_dtype"):
+        make_dataset(views=False, cube_dtype="int8")
