@@ -1,7 +1,7 @@
 """Scale: memory versus chunked (out-of-core) training data, pairs/s and peak resident memory per process.
 
 Generates (or reuses, ``--data DIR``) a dataset with ``python -m synclr_monai synth --format zarr --table csv``,
-builds the bboxes' HDF5 caches (timed), then for each data mode runs the training data pipeline in a fresh
+builds the bboxes' HDF5 caches in a fresh process (time and peak resident memory), then for each data mode runs the training data pipeline in a fresh
 process: ``ContrastiveCubeDataset`` as train.yaml builds it (its augmentation and input mode, views made in the
 workers as on a CPU run, or only the cubes with ``--no-views``), a ``DataLoader`` with ``--workers`` persistent
 workers and train.yaml's sampler (every batch from one bbox), ``--batches`` batches after one warm-up batch, no
@@ -180,6 +180,30 @@ def measure_inference(args: argparse.Namespace) -> dict:
     }
 
 
+def measure_build(args: argparse.Namespace) -> dict:
+    """Build (or check) every bbox's cache in this process: seconds and the process's peak RSS.
+
+    The build assembles each bbox slab by slab into its cache (``synclr_monai.data.assembly``), so its peak
+    should not grow with the size of a bbox.
+    """
+    from synclr_monai.data.bbox import find_bboxes
+    from synclr_monai.data.cache import open_cached_bbox
+
+    rss_start = _status_kb(os.getpid(), "VmRSS")
+    t0 = time.perf_counter()
+    sizes = [open_cached_bbox(s, args.cache, require_labels=False) for s in find_bboxes(args.data)]
+    return {
+        "seconds": time.perf_counter() - t0,
+        "bboxes": len(sizes),
+        "voxels": sum(int(c.shape[0]) * int(c.shape[1]) * int(c.shape[2]) for c in sizes),
+        "assembled_gb": sum(c.nbytes for c in sizes) / 1e9,
+        "on_disk_gb": sum(c.path.stat().st_size for c in sizes) / 1e9,
+        "largest_bbox_gb": max(c.nbytes for c in sizes) / 1e9,
+        "rss_start_mb": rss_start / 1024,
+        "peak_mb": _status_kb(os.getpid(), "VmHWM") / 1024,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="an existing dataset root (default: generate one)")
@@ -203,8 +227,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure-inference", choices=MODES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=MODES, default=None, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--measure-build", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.measure_build:
+        print("RESULT " + json.dumps(measure_build(args)), flush=True)
+        return
     if args.measure:
         print("RESULT " + json.dumps(measure(args)), flush=True)
         return
@@ -233,17 +261,15 @@ def main() -> None:
                 print(f"synth: {' '.join(cmd[1:])}: {time.perf_counter() - t0:.0f} s")
         args.cache = args.work / "cache"
 
-        from synclr_monai.data.bbox import find_bboxes
-        from synclr_monai.data.cache import open_cached_bbox
-
-        t0 = time.perf_counter()
-        sizes = [open_cached_bbox(s, args.cache, require_labels=False) for s in find_bboxes(args.data)]
-        voxels = sum(int(c.shape[0]) * int(c.shape[1]) * int(c.shape[2]) for c in sizes)
-        assembled = sum(c.nbytes for c in sizes)
-        on_disk = sum(c.path.stat().st_size for c in sizes)
+        cmd = [sys.executable, __file__, "--measure-build", "--data", str(args.data), "--cache", str(args.cache)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            sys.exit(f"cache build failed\n{res.stderr[-3000:]}")
+        b = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("RESULT "))[7:])
         print(
-            f"caches: {len(sizes)} bboxes, {voxels:.3g} voxels, {assembled / 1e9:.2f} GB assembled, "
-            f"{on_disk / 1e9:.2f} GB on disk (built or checked in {time.perf_counter() - t0:.0f} s)"
+            f"caches: {b['bboxes']} bboxes, {b['voxels']:.3g} voxels, {b['assembled_gb']:.2f} GB assembled (largest "
+            f"bbox {b['largest_bbox_gb']:.2f} GB), {b['on_disk_gb']:.2f} GB on disk; built or checked in "
+            f"{b['seconds']:.0f} s, peak RSS of the building process {b['peak_mb']:.0f} MB"
         )
 
         if args.inference:
