@@ -208,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="an existing dataset root (default: generate one)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated data and caches (default: temporary)")
-    parser.add_argument("--bboxes", type=int, default=4, help="bboxes to generate (1..7; default 4)")
+    parser.add_argument("--bboxes", type=int, default=4, help="bboxes to generate (default 4)")
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--synapses", type=int, default=12, help="synapses per generated bbox")
     parser.add_argument("--cube", type=int, default=80)

@@ -179,7 +179,7 @@ def plan_assembly(
             points outside the volume), each message naming the file.
         KeyError: if no label map exists for the bbox.
     """
-    label_map = label_map_for(source.number, label_maps)
+    label_map = label_map_for(source.number, label_maps, root=source.root)
     window_slices = 2 * vesicle_search_radius + 2
     raw = open_volume(source.raw, "raw")
     seg = open_volume(source.seg, "label", cache_slices=window_slices)

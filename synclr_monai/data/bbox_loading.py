@@ -31,7 +31,7 @@ class LoadBBoxd(MapTransform):
         keys: the key holding the :class:`BBoxSource` (one key).
         cache_dir: folder of HDF5 caches; None disables caching.
         label_maps: label-map overrides ``{bbox_number: {mito, vesicle, cleft, cleft2}}`` merged into
-            the default table.
+            the default table and the dataset root's ``label_maps.json``.
         raw_dtype: ``"float16"`` (default, half the memory) or ``"float32"``.
         vesicle_search_radius: half-size of the window searched for each synapse's vesicle cloud.
         require_labels: refuse a bbox whose masks do not fit its label map (no cleft voxel, or no synapse with
@@ -63,7 +63,9 @@ class LoadBBoxd(MapTransform):
             )
         self.data_mode = data_mode
         self.cache_dir = cache_dir
-        self.label_maps = resolve_label_maps(label_maps)
+        self.label_maps = resolve_label_maps(label_maps)  # checked now; per dataset root below
+        self._overrides = label_maps
+        self._tables: dict[Path, dict] = {}
         self.raw_dtype = raw_dtype
         self.vesicle_search_radius = vesicle_search_radius
         self.require_labels = require_labels
@@ -74,8 +76,11 @@ class LoadBBoxd(MapTransform):
             source = d[key]
             if not isinstance(source, BBoxSource):
                 raise TypeError(f"LoadBBoxd: item[{key!r}] must be a BBoxSource, got {type(source).__name__}")
+            if source.root not in self._tables:  # the config's overrides over the dataset's label_maps.json
+                self._tables[source.root] = resolve_label_maps(self._overrides, source.root)
             args = (
-                source, self.cache_dir, self.label_maps, self.raw_dtype, self.vesicle_search_radius, self.require_labels
+                source, self.cache_dir, self._tables[source.root], self.raw_dtype, self.vesicle_search_radius,
+                self.require_labels,
             )  # fmt: skip
             if self.data_mode == "chunked":
                 c = open_cached_bbox(*args)

@@ -232,7 +232,7 @@ def build_cache(
         source: the bbox's files.
         path: target ``.h5`` file (written to a temporary name, then renamed).
         fingerprint: from :func:`source_fingerprint`.
-        label_maps: ``{bbox_number: LabelMap}`` (default table when None).
+        label_maps: ``{bbox_number: LabelMap}`` (None: the default table and the dataset's ``label_maps.json``).
         raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
         vesicle_search_radius: see :func:`~synclr_monai.data.assembly.assemble_bbox`.
 
@@ -455,7 +455,7 @@ def load_bbox(
     Args:
         source: the bbox's files.
         cache_dir: folder of ``bboxN.h5`` caches; None assembles without caching.
-        label_maps: ``{bbox_number: LabelMap}`` (default table when None).
+        label_maps: ``{bbox_number: LabelMap}`` (None: the default table and the dataset's ``label_maps.json``).
         raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
         vesicle_search_radius: see :func:`assemble_bbox`.
         require_labels: refuse a bbox whose masks do not fit its label map (no cleft voxel, or no synapse
@@ -471,7 +471,7 @@ def load_bbox(
     """
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
-    label_map = label_map_for(source.number, label_maps)
+    label_map = label_map_for(source.number, label_maps, root=source.root)
     if cache_dir is None:
         volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
     else:
@@ -500,7 +500,7 @@ def open_cached_bbox(
     Args:
         source: the bbox's files.
         cache_dir: folder of ``bboxN.h5`` caches (required: the cache is what is read out of core).
-        label_maps: ``{bbox_number: LabelMap}`` (default table when None).
+        label_maps: ``{bbox_number: LabelMap}`` (None: the default table and the dataset's ``label_maps.json``).
         raw_dtype: ``"float16"`` or ``"float32"`` for the raw channel.
         vesicle_search_radius: see :func:`assemble_bbox`.
         require_labels: as in :func:`load_bbox`, judged from the cache's header (cleft voxel count, sheet).
@@ -516,7 +516,7 @@ def open_cached_bbox(
         raise ValueError(f"{source.name}: reading bboxes out of core (data_mode: chunked) needs a cache_dir")
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
-    label_map = label_map_for(source.number, label_maps)
+    label_map = label_map_for(source.number, label_maps, root=source.root)
     cached = _load_or_build(
         source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache_header
     )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .bbox import BBoxSource, find_bboxes, sheet_point
-from ..errors import EXIT_USER_ERROR, UserError, report_user_error
+from ..errors import EXIT_USER_ERROR, DataError, UserError, report_user_error
 from .bbox import label_values, nonfinite_per_slice
 from .io import (
     DataFormatError,
@@ -264,7 +264,11 @@ def check_dataset(root: str | Path, label_maps: dict | None = None) -> CheckRepo
     except DataFormatError as err:
         report.problems.append(str(err))
         return report
-    table = resolve_label_maps(label_maps)
+    try:
+        table = resolve_label_maps(label_maps, root)
+    except DataError as err:  # a bad label_maps.json in the root
+        report.problems.append(str(err))
+        return report
     from tqdm.auto import tqdm
 
     for source in tqdm(sources, desc="checking bboxes", unit="bbox", disable=None):

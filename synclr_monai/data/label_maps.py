@@ -1,19 +1,34 @@
 """Label values of the semantic "additional masks", per bbox.
 
 The lab's masks use different integer values per bbox for mitochondria, vesicle clouds and the
-synaptic cleft (which may carry two values). The default table is the lab's; other datasets pass
-their own mapping (e.g. from the bundle config) as ``{bbox_number: {"mito": .., "vesicle": ..,
-"cleft": .., "cleft2": ..}}``.
+synaptic cleft (which may carry two values). The default table is the lab's (bbox1..bbox7). A dataset root
+may carry its own table in ``label_maps.json`` (:data:`DATASET_LABEL_MAPS_FILE`, e.g. written by ``synth`` for
+bboxes past 7), and a config may override both (``label_maps`` in the bundle configs, ``--label-maps`` of
+``check``), each as ``{bbox_number: {"mito": .., "vesicle": .., "cleft": .., "cleft2": ..}}``. Precedence:
+config, then the dataset's file, then the default table.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["LabelMap", "LabelMapError", "DEFAULT_LABEL_MAPS", "resolve_label_maps", "label_map_for"]
+__all__ = [
+    "LabelMap",
+    "LabelMapError",
+    "DEFAULT_LABEL_MAPS",
+    "DATASET_LABEL_MAPS_FILE",
+    "dataset_label_maps",
+    "resolve_label_maps",
+    "label_map_for",
+]
+
+#: A dataset root's own label maps (JSON, ``{"bbox8": {"mito": .., "vesicle": .., "cleft": .., "cleft2": ..}}``).
+DATASET_LABEL_MAPS_FILE = "label_maps.json"
 
 
 class LabelMapError(DataError, KeyError):
@@ -60,23 +75,13 @@ DEFAULT_LABEL_MAPS: dict[int, LabelMap] = {
 }
 
 
-def resolve_label_maps(overrides: Mapping | None = None) -> dict[int, LabelMap]:
-    """Merge user overrides into the default table.
-
-    Args:
-        overrides: ``{bbox_number: LabelMap | {"mito", "vesicle", "cleft", "cleft2"}}``; keys may be
-            ints or strings such as ``"8"`` or ``"bbox8"`` (YAML/JSON configs). ``cleft2`` defaults to
-            ``cleft``.
-
-    Returns:
-        A new ``{bbox_number: LabelMap}`` table.
-
-    Raises:
-        ValueError: if an entry misses a class or has a non-integer value.
-    """
-    table = dict(DEFAULT_LABEL_MAPS)
-    for key, value in (overrides or {}).items():
-        number = int(str(key).lower().removeprefix("bbox").removeprefix("_"))
+def _parse(entries: Mapping) -> dict[int, LabelMap]:
+    table = {}
+    for key, value in entries.items():
+        try:
+            number = int(str(key).lower().removeprefix("bbox").removeprefix("_"))
+        except ValueError as err:
+            raise ValueError(f"label map key {key!r} is not a bbox number (e.g. 8 or 'bbox8')") from err
         if isinstance(value, LabelMap):
             table[number] = value
             continue
@@ -92,20 +97,70 @@ def resolve_label_maps(overrides: Mapping | None = None) -> dict[int, LabelMap]:
     return table
 
 
-def label_map_for(bbox_number: int, label_maps: Mapping[int, LabelMap] | None = None) -> LabelMap:
+def dataset_label_maps(root: str | Path) -> dict[int, LabelMap]:
+    """The label maps a dataset root carries in its :data:`DATASET_LABEL_MAPS_FILE` (empty when it has none).
+
+    Raises:
+        DataError: an unreadable file or a bad entry, naming the file.
+    """
+    path = Path(root) / DATASET_LABEL_MAPS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, Mapping):
+            kind = type(entries).__name__
+            raise ValueError(f"expected an object {{bbox: {{mito, vesicle, cleft, cleft2}}}}, got {kind}")
+        return _parse(entries)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: bad label maps ({err})") from err
+
+
+def resolve_label_maps(overrides: Mapping | None = None, root: str | Path | None = None) -> dict[int, LabelMap]:
+    """The label-map table: the default one, updated by a dataset root's file, then by the config's overrides.
+
+    Args:
+        overrides: ``{bbox_number: LabelMap | {"mito", "vesicle", "cleft", "cleft2"}}``; keys may be
+            ints or strings such as ``"8"`` or ``"bbox8"`` (YAML/JSON configs). ``cleft2`` defaults to
+            ``cleft``.
+        root: a dataset root whose :data:`DATASET_LABEL_MAPS_FILE` is read (None: none).
+
+    Returns:
+        A new ``{bbox_number: LabelMap}`` table.
+
+    Raises:
+        ValueError: if an override misses a class or has a non-integer value.
+        DataError: a bad :data:`DATASET_LABEL_MAPS_FILE`, naming it.
+    """
+    table = dict(DEFAULT_LABEL_MAPS)
+    if root is not None:
+        table.update(dataset_label_maps(root))
+    table.update(_parse(overrides or {}))
+    return table
+
+
+def label_map_for(
+    bbox_number: int, label_maps: Mapping[int, LabelMap] | None = None, root: str | Path | None = None
+) -> LabelMap:
     """The label map of one bbox.
 
     Args:
         bbox_number: the N of ``bboxN``.
-        label_maps: a table from :func:`resolve_label_maps`; the default table when None.
+        label_maps: a table from :func:`resolve_label_maps`; when None, the default table updated by ``root``'s
+            :data:`DATASET_LABEL_MAPS_FILE`.
+        root: the bbox's dataset root (used only when ``label_maps`` is None).
 
     Raises:
         LabelMapError: (a ``KeyError``) if the table has no entry for ``bbox_number`` (the message says how to add one).
     """
-    table = DEFAULT_LABEL_MAPS if label_maps is None else label_maps
+    if label_maps is not None:
+        table = label_maps
+    else:
+        table = resolve_label_maps(None, root) if root is not None else DEFAULT_LABEL_MAPS
     if bbox_number not in table:
         raise LabelMapError(
             f"no label map for bbox{bbox_number}: add it to the 'label_maps' config entry as "
-            f"{{{bbox_number}: {{mito: .., vesicle: .., cleft: .., cleft2: ..}}}}"
+            f"{{{bbox_number}: {{mito: .., vesicle: .., cleft: .., cleft2: ..}}}}, or to the dataset's "
+            f"{DATASET_LABEL_MAPS_FILE}"
         )
     return table[bbox_number]

@@ -149,8 +149,8 @@ def iter_dataset_cubes(
     sources = find_bboxes(root)
     if not sources:
         raise ValueError(f"dataset folder {root} holds no bbox")
-    # Overrides (possibly from JSON/YAML, with string keys) merged into the default table.
-    table = resolve_label_maps(label_maps)
+    # Overrides (possibly from JSON/YAML, with string keys) merged into the default table and the dataset's own.
+    table = resolve_label_maps(label_maps, root)
     wanted: set[tuple[str, str]] | None = None
     if ids is not None:
         wanted = set(zip(ids["bbox_name"].astype(str), ids["Var1"].astype(str)))

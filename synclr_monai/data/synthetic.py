@@ -11,6 +11,8 @@
                                       gamma, noise_std, blur_sigma, illumination)
     DIR/dataset.json                  the generator's settings: seed, shape, voxel_size_nm, difficulty,
                                       staining_strength, ... (a record; nothing reads it back)
+    DIR/label_maps.json               only with more than 7 bboxes: the label values of bboxes 8..
+                                      (the default table covers bbox1..7; every loader reads this file)
 
 Each bbox holds a warped-Voronoi neuropil background and ``synapses_per_bbox`` synapses, each in its
 own region of the bbox: a pre-synaptic bouton and a post-synaptic shaft or spine (perturbed
@@ -76,7 +78,7 @@ import tifffile
 from scipy import ndimage
 from tqdm import tqdm
 
-from .label_maps import DEFAULT_LABEL_MAPS, LabelMap, label_map_for
+from .label_maps import DATASET_LABEL_MAPS_FILE, DEFAULT_LABEL_MAPS, LabelMap, label_map_for
 from .synthetic_defects import NO_DEFECT, choose_defects, inject_defect
 from .synthetic_geometry import label_boundaries, mito_structure, neuropil_partition, plan_regions
 from .synthetic_imaging import (
@@ -140,7 +142,8 @@ DEFAULT_VOXEL_SIZE: tuple[float, float, float] = (8.0, 8.0, 8.0)  # nm, (z, y, x
 FIXED_XLSX_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)
 _DEFECTS_STREAM = 0xDEFEC7  # second seed word of the defects' random stream
 _LAYOUT_ENTRY = re.compile(
-    r"^(raw|seg|synapse_types\.csv|bbox_staining\.csv|dataset\.json|bbox_\d+(\.zarr)?|bbox\d+\.(xlsx|csv))$"
+    r"^(raw|seg|synapse_types\.csv|bbox_staining\.csv|dataset\.json|label_maps\.json|bbox_\d+(\.zarr)?"
+    r"|bbox\d+\.(xlsx|csv))$"
 )
 VOLUME_FORMATS: tuple[str, ...] = ("tiff", "zarr")
 TABLE_FORMATS: tuple[str, ...] = ("xlsx", "csv")
@@ -172,13 +175,11 @@ def _check_positive_int(value: int, name: str) -> int:
 
 
 def _label_map(number: int) -> LabelMap:
-    try:
-        return label_map_for(number)
-    except KeyError as err:
-        raise ValueError(
-            f"bbox{number} has no default label map (defaults exist for bbox "
-            f"{min(DEFAULT_LABEL_MAPS)}..{max(DEFAULT_LABEL_MAPS)}), so its masks cannot be written"
-        ) from err
+    """bbox N's label values: the lab's default table for 1..7, then the same seven maps in turn (bbox 8 as bbox 1,
+    ...), which :func:`generate_dataset` records in the dataset's ``label_maps.json``."""
+    if number < 1:
+        raise ValueError(f"bbox numbers start at 1, got {number}")
+    return label_map_for((number - 1) % len(DEFAULT_LABEL_MAPS) + 1)
 
 
 def _default_types(number: int, count: int, rng: np.random.Generator) -> list[str]:
@@ -290,7 +291,8 @@ def generate_bbox(
     """Generate one synthetic bbox in memory.
 
     Args:
-        number: the bbox number N (1..7: selects the default label map of its masks).
+        number: the bbox number N (selects the label map of its masks: the default one for 1..7, see
+            :func:`_label_map`).
         shape: written volume shape ``(Z, Y, X)``.
         synapses_per_bbox: synapses to place (each gets its own region of the volume).
         rng: a ``numpy.random.Generator`` or a seed.
@@ -604,7 +606,8 @@ def generate_dataset(
 
     Args:
         out_dir: dataset root to create (must not exist, or be empty).
-        n_bboxes: number of bboxes, 1..7 (bboxes past 7 have no default label map).
+        n_bboxes: number of bboxes; past 7 (the default label maps' bboxes) the dataset root gets a
+            ``label_maps.json`` with the label values of bboxes 8.., which every reader takes from there.
         shape: ``(Z, Y, X)`` of every bbox.
         synapses_per_bbox: synapses in each bbox.
         seed: non-negative integer; equal seeds (and options) give byte-identical files.
@@ -629,16 +632,11 @@ def generate_dataset(
         The ``synapse_types.csv`` table (``bbox_name, Var1, type``, and ``defect`` with ``defects`` > 0).
 
     Raises:
-        ValueError: for bad arguments, including ``n_bboxes > 7`` and synapses that do not fit.
+        ValueError: for bad arguments, including synapses that do not fit.
         FileExistsError: if ``out_dir`` is a non-empty folder and ``overwrite`` is not set (or
             it holds files the generator did not write).
     """
     n_bboxes = _check_positive_int(n_bboxes, "n_bboxes")
-    if n_bboxes > max(DEFAULT_LABEL_MAPS):
-        raise ValueError(
-            f"n_bboxes={n_bboxes}: the default label maps cover bbox1..bbox{max(DEFAULT_LABEL_MAPS)} only "
-            "(the masks of later bboxes would have no label values)"
-        )
     shape = _check_shape(shape)
     count = _check_positive_int(synapses_per_bbox, "synapses_per_bbox")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -738,6 +736,9 @@ def generate_dataset(
             "stream": bool(stream),
         }
         (tmp / "dataset.json").write_text(json.dumps(settings, indent=2) + "\n")
+        extra = {f"bbox{n}": _label_map(n).as_dict() for n in range(1, n_bboxes + 1) if n not in DEFAULT_LABEL_MAPS}
+        if extra:  # read by every loader (data.label_maps.dataset_label_maps): bboxes past the default table
+            (tmp / DATASET_LABEL_MAPS_FILE).write_text(json.dumps(extra, indent=2) + "\n")
         if out_dir.exists():  # empty, or an earlier dataset being replaced: swap, then delete it
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)
@@ -762,7 +763,10 @@ def _parser() -> argparse.ArgumentParser:
         "plus synapse_types.csv.",
     )
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
-    parser.add_argument("--bboxes", type=int, default=2, help="number of bboxes, 1..7 (default 2)")
+    parser.add_argument(
+        "--bboxes", type=int, default=2, help="number of bboxes (default 2; past 7 their label values go into "
+        "DIR/label_maps.json)",
+    )  # fmt: skip
     parser.add_argument(
         "--shape", type=int, nargs=3, default=[64, 128, 128], metavar=("Z", "Y", "X"), help="bbox shape"
     )

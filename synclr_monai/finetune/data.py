@@ -92,11 +92,13 @@ def load_cleft_volumes(
     Raises:
         DataFormatError: (a ``ValueError``) when the root holds no complete bbox.
     """
-    from synclr_monai.data import find_bboxes, load_bbox
+    from synclr_monai.data import find_bboxes, load_bbox, resolve_label_maps
 
+    # the overrides (string keys from YAML/JSON, partial tables) merged into the default and the dataset's table
+    table = resolve_label_maps(label_maps, dataset_dir)
     volumes = []
     for source in find_bboxes(dataset_dir):
-        volume = load_bbox(source, cache_dir=cache_dir, label_maps=label_maps)
+        volume = load_bbox(source, cache_dir=cache_dir, label_maps=table)
         volumes.append(CleftVolume(volume.name, volume.raw, volume.pre, volume.cleft))
         logger.info("%s: %s voxels, %d cleft voxels", volume.name, volume.shape, int(volume.cleft.sum()))
     return volumes

@@ -217,14 +217,11 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert cli([*args, "--overwrite"]) == 2
     assert (out / "notes.txt").exists()
-    assert cli(["synth", "--out", str(tmp_path / "x"), "--bboxes", "8"]) == 2
-    assert "bbox1..bbox7" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"n_bboxes": 8}, "bbox1..bbox7"),
         ({"n_bboxes": 0}, "positive integer"),
         ({"shape": (16, 64, 64)}, "too small"),
         ({"shape": (32, 64)}, "three integers"),
@@ -239,9 +236,11 @@ def test_bad_arguments_raise_before_writing(tmp_path, kwargs, match):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_generate_bbox_rejects_unmapped_bbox_number():
-    with pytest.raises(ValueError, match="no default label map"):
-        generate_bbox(8, SHAPE, 1, np.random.default_rng(0))
+def test_generate_bbox_past_the_default_label_maps_reuses_them_in_turn():
+    eighth = generate_bbox(8, SHAPE, 1, np.random.default_rng(0))
+    assert eighth["label_map"] == label_map_for(1) and eighth["name"] == "bbox8"
+    with pytest.raises(ValueError, match="start at 1"):
+        generate_bbox(0, SHAPE, 1, np.random.default_rng(0))
 
 
 def test_generate_bbox_warns_when_synapses_fall_below_reference_scale(caplog):
