@@ -18,16 +18,18 @@ AUGMENT = {
 }  # fmt: skip
 
 
-def make(synthetic_root, views: bool, input_mode: str, pair_mode: str) -> ContrastiveCubeDataset:
+def make(synthetic_root, views: bool, input_mode: str, pair_mode: str, **kw) -> ContrastiveCubeDataset:
     return ContrastiveCubeDataset(
         bbox_data_list(synthetic_root), cube_size=CUBE, cubes_per_bbox=2, sampling="mask_aware", views=views,
-        augment=AUGMENT, min_component_size=50, input_mode=input_mode, pair_mode=pair_mode, seed=3,
+        augment=AUGMENT, min_component_size=50, input_mode=input_mode, pair_mode=pair_mode, seed=3, **kw,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("input_mode, pair_mode", [("masked", "nearby"), ("channels", "same_crop"), ("raw", "nearby")])
 def test_worker_views_equal_device_views(synthetic_root, input_mode, pair_mode):
-    here, there = make(synthetic_root, True, input_mode, pair_mode), make(synthetic_root, False, input_mode, pair_mode)
+    # float32 cubes: the two paths compute the same views (float16 transport is checked separately below)
+    here = make(synthetic_root, True, input_mode, pair_mode)
+    there = make(synthetic_root, False, input_mode, pair_mode, cube_dtype="float32")
     context = here.view_transform.context_size
     k = 3 if input_mode == "channels" else 1
     raw = [there[i] for i in range(len(there))]
@@ -43,3 +45,9 @@ def test_worker_views_equal_device_views(synthetic_root, input_mode, pair_mode):
         assert s["fallback"] == raw[i]["fallback"]
         torch.testing.assert_close(s["view1"], v1[i], rtol=0, atol=1e-4)
         torch.testing.assert_close(s["view2"], v2[i], rtol=0, atol=1e-4)
+    # the default float16 transport: the same views within float16's rounding of z-scored EM (~5e-4 relative)
+    half = default_collate([make(synthetic_root, False, input_mode, pair_mode)[i] for i in range(len(there))])
+    assert half["image"].dtype == torch.float16
+    h1, h2 = aug(half["image"], half["view_params"], half.get("image2"))
+    torch.testing.assert_close(h1, v1, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(h2, v2, rtol=2e-3, atol=2e-3)
