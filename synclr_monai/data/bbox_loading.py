@@ -11,7 +11,6 @@ from monai.transforms import MapTransform
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, find_bboxes
 from .cache import load_bbox, open_cached_bbox
 from .label_maps import resolve_label_maps
-from .lazy import H5Volume
 
 __all__ = ["LoadBBoxd", "bbox_data_list"]
 
@@ -84,8 +83,7 @@ class LoadBBoxd(MapTransform):
             )  # fmt: skip
             if self.data_mode == "chunked":
                 c = open_cached_bbox(*args)
-                d["raw"] = H5Volume(c.path, "raw", c.shape, c.raw_dtype, add_channel=True, fingerprint=c.fingerprint)
-                d["mask"] = H5Volume(c.path, "mask", (c.mask_channels, *c.shape), "uint8", fingerprint=c.fingerprint)
+                d["raw"], d["mask"] = c.volumes()
                 d["name"] = c.name
                 d["synapses"] = c.synapses
                 continue

@@ -44,6 +44,7 @@ from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, label_problems
 from .components import SlabComponents
 from .io import DataFormatError, is_zarr
 from .label_maps import LabelMap, label_map_for
+from .lazy import H5Volume, pack_mask_bits, unpack_mask_bits
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -63,15 +64,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # 4: the post-synaptic mask channel, fletcher32 checksums, label values, attribute hash; 5: the cleft component
-# table, the raw channel uncompressed
-CACHE_FORMAT_VERSION = 5
+# table, the raw channel uncompressed; 6: the mask channels bit-packed into one [Z, Y, X] uint8 dataset
+CACHE_FORMAT_VERSION = 6
 # chunks of 64³ match the cube sizes read in training, so a random cube touches few chunks
 CHUNK = 64
 #: Smallest cleft component (voxels) the cache's component table keeps; smaller ones are specks of the mask.
 COMPONENT_TABLE_MIN_SIZE = 10
 #: Connectivity of the stored cleft components (the default of mask-aware sampling).
 COMPONENT_TABLE_CONNECTIVITY = 26
-_HASHED_ATTRS = ("name", "fingerprint", "synapses", "label_values", "cleft_components")
+_HASHED_ATTRS = ("name", "fingerprint", "synapses", "label_values", "cleft_components", "mask_channels")
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -156,14 +157,14 @@ def _write_slabs(
         raw = f.create_dataset(
             "raw", shape=shape, dtype=raw_dtype, chunks=chunks, compression=raw_compression, fletcher32=True
         )
+        # the channels as bits of one byte: an out-of-core cube decompresses one byte a voxel, not one per channel
         mask = f.create_dataset(
-            "mask", shape=(mask_channels, *shape), dtype=np.uint8, chunks=(1, *chunks), compression=compression,
-            fletcher32=True,
-        )  # fmt: skip
+            "mask", shape=shape, dtype=np.uint8, chunks=chunks, compression=compression, fletcher32=True
+        )
         for z0, raw_slab, mask_slab in slabs:
             z1 = z0 + raw_slab.shape[0]
             raw[z0:z1] = raw_slab
-            mask[:, z0:z1] = mask_slab
+            mask[z0:z1] = pack_mask_bits(mask_slab)
             components.add(mask_slab[1])
             cleft_voxels += int(np.count_nonzero(mask_slab[1]))
         table, packed, meta = _table_of(components.result())
@@ -175,6 +176,7 @@ def _write_slabs(
             "synapses": synapses.to_json(orient="split"),
             "label_values": json.dumps([int(v) for v in label_values]),
             "cleft_components": json.dumps(meta, sort_keys=True),
+            "mask_channels": str(int(mask_channels)),
         }
         # small and read whole; its SHA-256 is in the (hashed) attribute "cleft_components"
         group = f.create_group("cleft_components")
@@ -314,7 +316,7 @@ def read_cache(path: str | Path, fingerprint: str | None = None) -> BBoxVolume |
             return None
         _read_table(f, json.loads(attrs["cleft_components"]))
         raw = f["raw"][()]  # raises OSError on a fletcher32 mismatch
-        mask = f["mask"][()]
+        mask = unpack_mask_bits(f["mask"][()], range(int(attrs["mask_channels"])))
     values = tuple(int(v) for v in json.loads(attrs["label_values"]))
     return BBoxVolume(name=attrs["name"], raw=raw, mask=mask, synapses=_synapses_of(attrs), label_values=values)
 
@@ -344,6 +346,15 @@ class CachedBBox:
     synapses: pd.DataFrame = field(compare=False)
     label_values: tuple[int, ...] = ()
     cleft_voxels: int = 0
+
+    def volumes(self) -> tuple[H5Volume, H5Volume]:
+        """Out-of-core handles on the cache: ``raw`` ``[1, Z, Y, X]`` and ``mask`` ``[C, Z, Y, X]`` uint8."""
+        raw = H5Volume(self.path, "raw", self.shape, self.raw_dtype, add_channel=True, fingerprint=self.fingerprint)
+        mask = H5Volume(
+            self.path, "mask", (self.mask_channels, *self.shape), "uint8", fingerprint=self.fingerprint,
+            packed_bits=True,
+        )  # fmt: skip
+        return raw, mask
 
     @property
     def nbytes(self) -> int:
@@ -378,9 +389,9 @@ def read_cache_header(path: str | Path, fingerprint: str | None = None) -> Cache
         meta = json.loads(attrs["cleft_components"])
         _read_table(f, meta)
         raw, mask = f["raw"], f["mask"]
-        if raw.ndim != 3 or mask.ndim != 4 or mask.shape[1:] != raw.shape:
-            raise ValueError(f"raw {raw.shape} and mask {mask.shape} do not match")
-        shape, raw_dtype, channels = tuple(int(n) for n in raw.shape), raw.dtype, int(mask.shape[0])
+        if raw.ndim != 3 or mask.shape != raw.shape or mask.dtype != np.uint8:
+            raise ValueError(f"raw {raw.shape} and packed mask {mask.shape} {mask.dtype} do not match")
+        shape, raw_dtype, channels = tuple(int(n) for n in raw.shape), raw.dtype, int(attrs["mask_channels"])
     return CachedBBox(
         path=path,
         name=attrs["name"],

@@ -76,8 +76,7 @@ def open_lazy_bbox(source, cache_dir: str | os.PathLike, label_maps: Mapping | N
         The :class:`LazyBBox`.
     """
     c = open_cached_bbox(source, cache_dir, label_maps)
-    raw = H5Volume(c.path, "raw", c.shape, c.raw_dtype, add_channel=True, fingerprint=c.fingerprint)
-    mask = H5Volume(c.path, "mask", (c.mask_channels, *c.shape), "uint8", fingerprint=c.fingerprint)
+    raw, mask = c.volumes()
     return LazyBBox(name=c.name, shape=c.shape, raw=raw, mask=mask, synapses=c.synapses)
 
 

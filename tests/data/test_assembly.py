@@ -22,6 +22,7 @@ from synclr_monai.data.io import (
     read_volume,
 )
 from synclr_monai.data.label_maps import label_map_for
+from synclr_monai.data.lazy import pack_mask_bits, unpack_mask_bits
 from synclr_monai.data.synthetic import generate_dataset
 from synclr_monai.transforms import find_cleft_components
 
@@ -93,7 +94,7 @@ def test_build_cache_writes_what_write_cache_writes_for_the_assembled_bbox(deep_
             np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
         assert dict(a.attrs) == dict(b.attrs)
         # the table written slab by slab is cc3d's labelling of the whole cleft
-        expected = find_cleft_components(b["mask"][1], 10, 26)
+        expected = find_cleft_components(unpack_mask_bits(b["mask"][()], 1), 10, 26)
         table = a["cleft_components/table"][()]
         np.testing.assert_array_equal(table[:, :3], expected.starts)
         np.testing.assert_array_equal(table[:, 6], expected.sizes)
@@ -157,3 +158,15 @@ def test_a_slice_of_another_shape_is_named_when_read(deep_root, tmp_path):
     with pytest.raises(DataFormatError, match=bad.name):
         build_cache(source, tmp_path / "bbox1.h5", "fp")
     assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_mask_bits_round_trip():
+    rng = np.random.default_rng(0)
+    mask = (rng.random((3, 5, 6, 7)) < 0.4).astype(np.uint8)
+    bits = pack_mask_bits(mask)
+    assert bits.dtype == np.uint8 and bits.shape == (5, 6, 7) and bits.max() <= 7
+    np.testing.assert_array_equal(unpack_mask_bits(bits, range(3)), mask)
+    np.testing.assert_array_equal(unpack_mask_bits(bits, [2, 0]), mask[[2, 0]])
+    np.testing.assert_array_equal(unpack_mask_bits(bits, 1), mask[1])
+    with pytest.raises(ValueError, match="8 mask channels"):
+        pack_mask_bits(np.zeros((9, 2, 2, 2)))

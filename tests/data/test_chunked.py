@@ -84,7 +84,8 @@ def test_h5volume_indexes_like_the_array(synthetic_root, cache_dir):
     volume = load_bbox(source, cache_dir)
     header = read_cache_header(cache_dir / "bbox1.h5")
     raw = H5Volume(header.path, "raw", header.shape, header.raw_dtype, add_channel=True)
-    mask = H5Volume(header.path, "mask", (3, *header.shape), "uint8")
+    mask = H5Volume(header.path, "mask", (3, *header.shape), "uint8", packed_bits=True)
+    assert (raw.shape, mask.shape) == tuple(v.shape for v in header.volumes())
     arrays = {"raw": volume.raw[None], "mask": volume.mask}
     keys = [
         (0, slice(3, 20), slice(10, 40), slice(0, 96)),
@@ -92,6 +93,7 @@ def test_h5volume_indexes_like_the_array(synthetic_root, cache_dir):
         (slice(0, 0),),  # the empty selection CheckBBoxd-style code makes: no read
         (-1, 5),
         (slice(None), 39, slice(None, None, 7)),
+        (slice(2, 0, -1), slice(1, 30)),  # channels in reverse
     ]
     for name, lazy_volume in (("raw", raw), ("mask", mask)):
         assert lazy_volume.shape == arrays[name].shape and lazy_volume.dtype == arrays[name].dtype
