@@ -32,6 +32,7 @@ from .bbox import (
     ZScoreStats,
     _window,
     assign_pre_synaptic,
+    label_values,
     nonfinite_per_slice,
     sheet_point,
     warn_nonfinite,
@@ -92,7 +93,6 @@ class BBoxAssembly:
         if slab <= 0 or slab % ZSCORE_SLAB:
             raise ValueError(f"slab must be a positive multiple of {ZSCORE_SLAB}, got {slab}")
         pre_ids, post_ids = self._segments("pre_seg_id"), self._segments("post_seg_id")
-        seen = np.zeros(0, dtype=bool)
         found: set[int] = set()
         for z0 in range(0, self.shape[0], slab):
             raw = self.raw[z0 : z0 + slab]
@@ -104,16 +104,9 @@ class BBoxAssembly:
             mask[1] = np.isin(sem, self.label_map.cleft_values)
             if post_ids:
                 mask[2] = np.isin(seg, post_ids)
-            if sem.size and int(sem.min()) >= 0 and int(sem.max()) < 1 << 20:
-                present = np.bincount(sem.ravel()) > 0
-                if len(present) > len(seen):
-                    seen = np.pad(seen, (0, len(present) - len(seen)))
-                seen[: len(present)] |= present
-            elif sem.size:
-                found.update(int(v) for v in np.unique(sem))
+            found.update(label_values(sem))
             yield z0, self.zscore.apply(raw, np.dtype(raw_dtype)), mask
-        found.update(int(v) for v in np.flatnonzero(seen))
-        self.label_values = tuple(sorted(v for v in found if v != 0))
+        self.label_values = tuple(sorted(found))
 
 
 def _pre_synaptic_sides(

@@ -62,7 +62,7 @@ class LoadBBoxd(MapTransform):
             )
         self.data_mode = data_mode
         self.cache_dir = cache_dir
-        self.label_maps = resolve_label_maps(label_maps)  # checked now; per dataset root below
+        resolve_label_maps(label_maps)  # a malformed override fails here; the tables are made per dataset root
         self._overrides = label_maps
         self._tables: dict[Path, dict] = {}
         self.raw_dtype = raw_dtype

@@ -43,7 +43,7 @@ from .assembly import assemble_bbox, plan_assembly
 from .bbox import VESICLE_SEARCH_RADIUS, BBoxSource, BBoxVolume, label_problems
 from .components import SlabComponents
 from .io import DataFormatError, is_zarr
-from .label_maps import LabelMap, label_map_for
+from .label_maps import LabelMap, label_map_for, resolve_label_maps
 from .lazy import H5Volume, pack_mask_bits, unpack_mask_bits
 
 __all__ = [
@@ -110,8 +110,9 @@ def source_fingerprint(
     return h.hexdigest()
 
 
-def _table_of(comps) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Cleft components as ``([K, 7] int64 starts|stops|size, packed crop bits, metadata)``."""
+def _table_of(comps, cleft_voxels: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Cleft components as ``([K, 7] int64 starts|stops|size, packed crop bits, metadata)``; ``cleft_voxels``
+    counts every cleft voxel, components under the table's minimum size included."""
     table = np.concatenate([comps.starts, comps.stops, comps.sizes[:, None]], axis=1).astype(np.int64)
     bits = np.concatenate([m.ravel() for m in comps.masks]) if len(comps) else np.zeros(0, dtype=bool)
     packed = np.packbits(bits)
@@ -119,6 +120,7 @@ def _table_of(comps) -> tuple[np.ndarray, np.ndarray, dict]:
         "min_size": COMPONENT_TABLE_MIN_SIZE,
         "connectivity": COMPONENT_TABLE_CONNECTIVITY,
         "count": len(comps),
+        "cleft_voxels": int(cleft_voxels),
         "sha256": _table_hash(table, packed),
     }
     return table, packed, meta
@@ -167,8 +169,7 @@ def _write_slabs(
             mask[z0:z1] = pack_mask_bits(mask_slab)
             components.add(mask_slab[1])
             cleft_voxels += int(np.count_nonzero(mask_slab[1]))
-        table, packed, meta = _table_of(components.result())
-        meta["cleft_voxels"] = cleft_voxels
+        table, packed, meta = _table_of(components.result(), cleft_voxels)
         synapses, label_values = header()
         attrs = {
             "name": name,
@@ -482,7 +483,9 @@ def load_bbox(
     """
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
-    label_map = label_map_for(source.number, label_maps, root=source.root)
+    if label_maps is None:  # read the dataset's label_maps.json once, not again in every step below
+        label_maps = resolve_label_maps(None, source.root)
+    label_map = label_map_for(source.number, label_maps)
     if cache_dir is None:
         volume = assemble_bbox(source, label_maps, raw_dtype, vesicle_search_radius)
     else:
@@ -527,7 +530,9 @@ def open_cached_bbox(
         raise ValueError(f"{source.name}: reading bboxes out of core (data_mode: chunked) needs a cache_dir")
     if np.dtype(raw_dtype) not in (np.float16, np.float32):
         raise ValueError(f"raw_dtype must be float16 or float32, got {raw_dtype!r}")
-    label_map = label_map_for(source.number, label_maps, root=source.root)
+    if label_maps is None:  # read the dataset's label_maps.json once, not again in every step below
+        label_maps = resolve_label_maps(None, source.root)
+    label_map = label_map_for(source.number, label_maps)
     cached = _load_or_build(
         source, cache_dir, label_maps, label_map, raw_dtype, vesicle_search_radius, read_cache_header
     )

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .bbox import BBoxSource, find_bboxes, sheet_point
 from ..errors import EXIT_USER_ERROR, DataError, UserError, report_user_error
-from .bbox import label_values, nonfinite_per_slice
+from .bbox import BBoxSource, find_bboxes, label_values, nonfinite_per_slice, sheet_point
 from .io import (
     DataFormatError,
     TiffStackVolume,

@@ -211,18 +211,7 @@ def read_tiff_stack(folder: str | Path, role: str = "raw") -> np.ndarray:
     Raises:
         DataFormatError: if the folder is missing or empty, a slice is unreadable, or slices differ in shape.
     """
-    files = list_slices(folder)
-    first = read_slice(files[0], role)
-    vol = np.empty((len(files), *first.shape), dtype=first.dtype)
-    vol[0] = first
-    for z, path in enumerate(files[1:], start=1):
-        sl = read_slice(path, role)
-        if sl.shape != first.shape:
-            raise DataFormatError(f"{path}: slice shape {sl.shape} differs from {files[0].name}'s {first.shape}")
-        if sl.dtype != vol.dtype:
-            vol = vol.astype(np.promote_types(vol.dtype, sl.dtype), copy=False)
-        vol[z] = sl
-    return vol
+    return TiffStackVolume(folder, role)[:]
 
 
 def read_nifti(path: str | Path, role: str = "raw") -> np.ndarray:
@@ -238,24 +227,7 @@ def read_nifti(path: str | Path, role: str = "raw") -> np.ndarray:
     Raises:
         DataFormatError: if the file cannot be read or is not 3-D.
     """
-    import nibabel as nib
-
-    path = Path(path)
-    try:
-        img = nib.load(str(path))
-        arr = np.asanyarray(img.dataobj)
-    except Exception as err:
-        raise DataFormatError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from err
-    if arr.ndim == 4:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise DataFormatError(f"{path}: expected a 3-D NIfTI volume, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr.transpose(2, 1, 0))
-    if role == "label" and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.mod(arr, 1) == 0):
-            raise DataFormatError(f"{path}: label volume holds non-integer values (dtype {arr.dtype})")
-        arr = arr.astype(np.int64)
-    return arr
+    return NiftiVolume(path, role)[:]
 
 
 def _label_values(arr: np.ndarray, where: Path | str) -> np.ndarray:
@@ -450,8 +422,12 @@ class TiffStackVolume:
 
     def __getitem__(self, key) -> np.ndarray:
         (zs, ys, xs), dropped = _region(key, self.shape)
-        planes = [self._read(z)[ys, xs] for z in range(zs.start, zs.stop)]
-        out = np.stack(planes) if planes else np.empty((0, ys.stop - ys.start, xs.stop - xs.start), self.dtype)
+        out = np.empty((zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start), dtype=self.dtype)
+        for i, z in enumerate(range(zs.start, zs.stop)):
+            plane = self._read(z)[ys, xs]
+            if plane.dtype != out.dtype:  # slices of another integer width: widen the whole stack
+                out = out.astype(np.promote_types(out.dtype, plane.dtype), copy=False)
+            out[i] = plane
         return out.squeeze(dropped) if dropped else out
 
 
