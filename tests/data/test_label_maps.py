@@ -81,3 +81,12 @@ def test_a_bad_label_maps_file_is_named(nine_bboxes, tmp_path):
     (root / DATASET_LABEL_MAPS_FILE).write_text("[1, 2]")
     with pytest.raises(DataError, match="expected an object"):
         resolve_label_maps(None, root)
+
+
+def test_finetune_merges_partial_overrides_into_the_table(nine_bboxes):
+    from synclr_monai.finetune.data import load_cleft_volumes
+
+    # an override for bbox1 alone (as a YAML config gives it: a string key) leaves bbox2..9 to the dataset's table
+    volumes = load_cleft_volumes(nine_bboxes, label_maps={"bbox1": DEFAULT_LABEL_MAPS[1].as_dict()})
+    assert [v.name for v in volumes] == [f"bbox{n}" for n in range(1, 10)]
+    assert all(v.cleft.any() for v in volumes)
