@@ -33,10 +33,12 @@ from ..transforms.config import AugmentConfig
 from ..transforms.sampling import CleftComponentsd, MaskAwareCubeSamplerd, RandCubeSamplerd
 from ..transforms.views import RandTwoViewd
 
-__all__ = ["ContrastiveCubeDataset", "SAMPLING_MODES"]
+__all__ = ["ContrastiveCubeDataset", "SAMPLING_MODES", "SYNAPSE_ID_STRIDE"]
 
 #: Sampling modes, in the order of their codes in the shared state.
 SAMPLING_MODES = ("random", "mask_aware")
+#: a sample's ``synapse`` id is ``bbox * SYNAPSE_ID_STRIDE + cleft component`` (unique over the dataset).
+SYNAPSE_ID_STRIDE = 2**32
 
 # shared state layout: [epoch, sampling mode code]
 _EPOCH, _MODE = 0, 1
@@ -60,7 +62,10 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
     and a shuffled epoch visits every bbox ``cubes_per_bbox`` times.
 
     With ``views=True`` a sample is ``{"view1", "view2": [3, S, S, S] float32, "fallback": 0|1,
-    "cube_start": [3], "index": int, "name": str}``. With ``views=False`` (augmentation batched on the
+    "cube_start": [3], "index": int, "synapse": int, "name": str}``; ``"synapse"`` identifies the cleft
+    component a mask-aware cube was cut around (``bbox * 2**32 + component``; -1 for a uniformly random cube), so
+    that the loss can keep two cubes of one synapse out of each other's negatives
+    (:class:`~synclr_monai.losses.NTXentLoss` ``mask_same_synapse``). With ``views=False`` (augmentation batched on the
     device by :class:`~synclr_monai.transforms.BatchedTwoViewAugment`) ``"view1"``/``"view2"`` are
     replaced by ``"image"`` (the cube) and ``"view_params"`` (the views' parameters, drawn here so that
     seeds and mask-aware checks hold; pass ``batch["view_params"]`` to the batched augment).
@@ -263,7 +268,9 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
         for key in ("image", "image2"):
             if key in out:
                 out[key] = torch.as_tensor(out[key]).to(self.cube_dtype)
-        out.update(fallback=int(d["fallback"]), cube_start=d["cube_start"], index=index)
+        component = int(d.get("component", -1))
+        synapse = (index % self.n_bboxes) * SYNAPSE_ID_STRIDE + component if component >= 0 else -1
+        out.update(fallback=int(d["fallback"]), cube_start=d["cube_start"], index=index, synapse=synapse)
         if "name" in d:
             out["name"] = str(d["name"])
         return out

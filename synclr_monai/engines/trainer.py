@@ -96,7 +96,9 @@ class ContrastiveTrainer(SupervisedTrainer):
        ``batch_augment``, the cubes ``batch["image"]`` moved to the device and turned into two views there;
     2. runs ``network`` once on both views concatenated (``[2B, C, ...]``, so batch-norm statistics and
        DDP's gradient hooks see a single forward pass) under ``torch.autocast`` when ``amp``;
-    3. computes ``loss_function(z1, z2)`` in float32 and backpropagates ``loss / group_size`` (with the
+    3. computes ``loss_function(z1, z2)`` in float32 (``loss_function(z1, z2, batch["synapse"])`` when the loss
+       has ``uses_synapse_ids`` set, e.g. :class:`~synclr_monai.losses.NTXentLoss` with ``mask_same_synapse``) and
+       backpropagates ``loss / group_size`` (with the
        gradient scaler for float16 on CUDA), inside DDP's ``no_sync()`` except on the group's last iteration;
     4. on the last iteration of an accumulation group: unscales, clips the gradient norm, steps the
        optimizer unless the gradients are not finite, then steps ``lr_scheduler``.
@@ -324,6 +326,22 @@ class ContrastiveTrainer(SupervisedTrainer):
             raise ValueError(f"the two views differ in shape: {tuple(view1.shape)} vs {tuple(view2.shape)}.")
         return view1, view2
 
+    def compute_loss(self, z1: torch.Tensor, z2: torch.Tensor, batchdata: Any) -> torch.Tensor:
+        """``loss_function(z1, z2)``, with the batch's synapse ids when the loss asks for them.
+
+        Raises:
+            ValueError: when the loss uses synapse ids and the batch has none (a dataset that does not write
+                ``"synapse"``, or views passed as a pair).
+        """
+        if not getattr(self.loss_function, "uses_synapse_ids", False):
+            return self.loss_function(z1, z2)
+        if not isinstance(batchdata, Mapping) or "synapse" not in batchdata:
+            raise ValueError(
+                "the loss keeps cubes of one synapse out of each other's negatives (mask_same_synapse) but the batch "
+                "has no 'synapse' ids: use ContrastiveCubeDataset, or turn mask_same_synapse off."
+            )
+        return self.loss_function(z1, z2, _plain_tensor(batchdata["synapse"]).to(z1.device))
+
     def _iteration(self, engine: ContrastiveTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         """One contrastive training iteration (see the class docstring).
 
@@ -354,7 +372,7 @@ class ContrastiveTrainer(SupervisedTrainer):
             # The loss runs in float32: a softmax over 2B candidates at temperature 0.1 loses too much in 16 bits.
             z1, z2 = z.float().chunk(2)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            loss = engine.loss_function(z1, z2).mean()
+            loss = engine.compute_loss(z1, z2, batchdata).mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             scaled = loss / phase.group_size if phase.group_size > 1 else loss
             (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()

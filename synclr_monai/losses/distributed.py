@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed_world", "gather_with_grad"]
+__all__ = ["distributed_world", "gather_ids", "gather_with_grad"]
 
 
 def distributed_world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
@@ -78,3 +78,23 @@ def gather_with_grad(tensor: torch.Tensor, group: dist.ProcessGroup | None = Non
     if len(set(counts)) > 1:
         raise ValueError(f"batch sizes differ across ranks {counts}; use drop_last=True so that all ranks match.")
     return _AllGatherWithGrad.apply(tensor, group)
+
+
+def gather_ids(ids: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Gather an integer tensor ``[B]`` (same B on every rank) from all ranks into ``[B * world]``, rank 0's first.
+
+    For labels that travel with gathered projections (no gradient). Returns ``ids`` itself in a world of one.
+
+    Args:
+        ids: this rank's ids.
+        group: process group (default: the world).
+
+    Returns:
+        the concatenation over ranks.
+    """
+    _, world = distributed_world(group)
+    if world == 1:
+        return ids
+    parts = [torch.empty_like(ids) for _ in range(world)]
+    dist.all_gather(parts, ids.contiguous(), group=group)
+    return torch.cat(parts)

@@ -331,6 +331,9 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         output_key: where to write the cube.
         start_key: where to write the cube's start (None: don't).
         fallback_key: where to write the 0/1 fallback flag (None: don't).
+        component_key: where to write the index of the cleft component the cube was cut around (-1 when the
+            bbox has no component and the cube is uniformly random), or None: don't. Two cubes of one bbox
+            with the same index hold the same synapse (used to keep it out of its own negatives).
         allow_missing_keys: not supported; kept for the MONAI signature.
         pair_mode: ``"same_crop"`` (both views from one cube, the lab's pairs) or ``"nearby"`` (the second
             view from a second, independently placed cube that holds the same cleft component: SegCLR's
@@ -359,6 +362,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         fallback_key: str | None = "fallback",
         allow_missing_keys: bool = False,
         pair_mode: str = "same_crop",
+        component_key: str | None = "component",
         second_key: str = "image2",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -388,6 +392,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         self.min_shared_fraction = float(min_shared_fraction)
         self.max_retries = int(max_retries)
         self.output_key, self.start_key, self.fallback_key = output_key, start_key, fallback_key
+        self.component_key = component_key
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
@@ -413,7 +418,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         c, s = self.context, self.cube_size
         return comps.cube_mask(k, start - (c - s) // 2, c)
 
-    def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any, np.ndarray | None]:
+    def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any, np.ndarray | None, int]:
         s = self.cube_size
         k = int(self.R.randint(len(comps)))
         start = comps.random_cube_start(k, s, self.R)
@@ -426,7 +431,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
             kept = min(retained_voxels(in_cube, params.view1), retained_voxels(in_cube2, params.view2))
         else:
             kept = int(np.count_nonzero(comps.cube_mask(k, start, s)))
-        return kept / float(comps.sizes[k]), start, params, start2
+        return kept / float(comps.sizes[k]), start, params, start2, k
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -440,7 +445,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         comps = d[self.components_key]
         if not isinstance(comps, CleftComponents) or tuple(comps.shape) != tuple(shape):
             raise ValueError(f"{name}: {self.components_key!r} must be the CleftComponents of a {shape} volume")
-        best: tuple[float, np.ndarray, Any, np.ndarray | None] | None = None
+        best: tuple[float, np.ndarray, Any, np.ndarray | None, int] | None = None
         if len(comps):
             for _ in range(1 + self.max_retries):
                 attempt = self._attempt(comps)
@@ -452,9 +457,9 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         if best is None:
             start = np.array([self.R.randint(n - self.cube_size + 1) for n in shape], dtype=np.int64)
             params = self.view_transform.randomize(self.cube_size) if self.view_transform is not None else None
-            fallback = True
+            fallback, component = True, -1
         else:
-            fraction, start, params, start2 = best
+            fraction, start, params, start2, component = best
             fallback = fraction < self.min_shared_fraction
         d[self.output_key] = cut_cube(raw, mask, start, self.cube_size, context=self.context, pad=True)
         if self.pair_mode == "nearby":
@@ -464,6 +469,8 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
             d[self.start_key] = start
         if self.fallback_key is not None:
             d[self.fallback_key] = int(fallback)
+        if self.component_key is not None:
+            d[self.component_key] = int(component)
         if self.view_transform is not None:
             self.view_transform.apply(d, params)
         return d

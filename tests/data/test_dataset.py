@@ -44,7 +44,7 @@ def test_length_and_sample_layout():
     ds = make_dataset()
     assert ds.n_bboxes == 2 and len(ds) == 12
     s = ds[3]
-    assert set(s) == {"view1", "view2", "fallback", "cube_start", "index", "name"}
+    assert set(s) == {"view1", "view2", "fallback", "cube_start", "index", "synapse", "name"}
     for key in ("view1", "view2"):
         assert s[key].shape == (3, CUBE, CUBE, CUBE) and s[key].dtype == torch.float32
         assert torch.all((s[key][1:] == 0) | (s[key][1:] == 1))
@@ -207,3 +207,27 @@ def test_cubes_for_the_device_path_travel_in_float16_and_give_the_float32_views(
         torch.testing.assert_close(h, f, rtol=0, atol=0)
     with pytest.raises(ValueError, match="cube_dtype"):
         make_dataset(views=False, cube_dtype="int8")
+
+
+def test_synapse_ids_name_the_cleft_component_each_cube_holds():
+    from synclr_monai.data.dataset import SYNAPSE_ID_STRIDE
+    from synclr_monai.transforms.sampling import find_cleft_components
+
+    ds = make_dataset(cubes_per_bbox=12, sampling="mask_aware")
+    comps = [find_cleft_components(item["mask"][1], 50) for item in (make_item("bbox1", 0), make_item("bbox2", 1))]
+    ids = set()
+    for s in samples(ds):
+        bbox, component = divmod(s["synapse"], SYNAPSE_ID_STRIDE)
+        assert bbox == s["index"] % 2 and 0 <= component < len(comps[bbox])
+        # the component the id names lies in the cube (its whole 5-10 voxel box fits in a 16³ cube)
+        lo, hi = comps[bbox].starts[component], comps[bbox].stops[component]
+        start = np.asarray(s["cube_start"])
+        assert np.all(start <= lo) and np.all(hi <= start + CUBE)
+        ids.add(s["synapse"])
+    assert len(ids) == 4  # two components in each of the two bboxes, all drawn
+    # uniformly random cubes belong to no known synapse
+    ds.set_sampling_mode("random")
+    assert {s["synapse"] for s in samples(ds)} == {-1}
+    # the ids travel through a DataLoader as one int64 tensor per batch
+    batch = next(iter(DataLoader(make_dataset(sampling="mask_aware"), batch_size=4)))
+    assert batch["synapse"].dtype == torch.int64 and batch["synapse"].shape == (4,)

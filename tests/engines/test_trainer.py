@@ -10,7 +10,7 @@ from ignite.engine import Events
 from toy_training import TinyNet, assert_same_weights, make_loader, make_trainer, mean_pair_loss, snapshot
 
 from synclr_monai.engines import AccumulationPhase, accumulation_phase, resolve_amp_dtype, total_optimizer_steps
-from synclr_monai.losses import NTXentLoss
+from synclr_monai.losses import NTXentLoss, nt_xent_loss
 from synclr_monai.optimizers import WarmupCosineLR
 
 
@@ -281,4 +281,35 @@ def test_schedule_shorter_than_the_run_is_refused():
     # the old arithmetic: 100 * 3 // 2 = 150 steps for a run of 200
     trainer.lr_scheduler = WarmupCosineLR(trainer.optimizer, warmup_steps=10, total_steps=150)
     with pytest.raises(ValueError, match=r"total_steps=150 but the run takes 200 optimizer steps"):
+        trainer.run()
+
+
+def test_synapse_ids_reach_a_loss_that_asks_for_them():
+    seen: list[torch.Tensor] = []
+
+    class RecordingLoss(NTXentLoss):
+        def forward(self, z1, z2, synapse=None):
+            seen.append(synapse)
+            projections.append((z1.detach().clone(), z2.detach().clone()))
+            return super().forward(z1, z2, synapse)
+
+    projections: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    ids = [torch.tensor([3, 3, -1, 7]), torch.tensor([1, 2, 1, 2])]
+    loader = [{**b, "synapse": i} for b, i in zip(make_loader(n=8, batch_size=4), ids)]
+    trainer = make_trainer(loader=loader, loss_function=RecordingLoss(0.2, mask_same_synapse=True))
+    outputs = record_outputs(trainer)
+    trainer.run()
+    assert [s.tolist() for s in seen] == [i.tolist() for i in ids]
+    # the reported loss is the masked one: recomputed from the projections the loss saw
+    for o, (z1, z2), i in zip(outputs, projections, ids):
+        torch.testing.assert_close(o["loss"], nt_xent_loss(z1, z2, 0.2, synapse=i))
+        assert o["loss"] < nt_xent_loss(z1, z2, 0.2)
+    # without the option the loss is called with the projections only, ids or not
+    seen.clear()
+    make_trainer(loader=loader, loss_function=RecordingLoss(0.2)).run()
+    assert seen == [None, None]
+    # a loss that needs ids on a batch without them: one clear error
+    trainer = make_trainer(loader=make_loader(n=4, batch_size=4), loss_function=NTXentLoss(0.2, mask_same_synapse=True))
+    with pytest.raises(ValueError, match="no 'synapse' ids"):
         trainer.run()

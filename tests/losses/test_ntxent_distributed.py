@@ -15,6 +15,8 @@ from synclr_monai.losses import NTXentLoss, nt_xent_loss
 
 WORLD, B, D_IN, D = 2, 3, 5, 8
 TEMPERATURE = 0.2
+#: synapse ids of the global batch: synapse 4 has a cube on each rank, synapse 1 two on rank 0
+SYNAPSE = torch.tensor([4, 1, 1, 4, -1, 2])
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor, nn.Linear]:
@@ -45,7 +47,12 @@ def _worker(rank: int, out_dir: str) -> None:
         ddp_loss = loss_fn(ddp(x1[rows]), ddp(x2[rows]))
         ddp_loss.backward()
 
-        # 3) Unequal batch sizes are refused on every rank.
+        # 3) Cubes of one synapse kept out of each other's negatives, across ranks too.
+        masked_loss = NTXentLoss(TEMPERATURE, mask_same_synapse=True)(
+            model(x1[rows]).detach(), model(x2[rows]).detach(), SYNAPSE[rows]
+        )
+
+        # 4) Unequal batch sizes are refused on every rank.
         mismatch = ""
         try:
             loss_fn(torch.randn(B + rank, D), torch.randn(B + rank, D))
@@ -61,6 +68,7 @@ def _worker(rank: int, out_dir: str) -> None:
                 "weight_grad": model.weight.grad,
                 "bias_grad": model.bias.grad,
                 "mismatch": mismatch,
+                "masked_loss": masked_loss,
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
@@ -98,3 +106,6 @@ def test_two_processes_equal_one_process_on_the_joint_batch(tmp_path):
         torch.testing.assert_close(r["bias_grad"], model.bias.grad)
         assert "batch sizes differ" in r["mismatch"]
     torch.testing.assert_close(torch.stack([r["ddp_loss"] for r in results]).mean(), expected.detach())
+    masked = nt_xent_loss(model(x1).detach(), model(x2).detach(), TEMPERATURE, synapse=SYNAPSE)
+    torch.testing.assert_close(torch.stack([r["masked_loss"] for r in results]).mean(), masked)
+    assert masked < expected.detach()

@@ -128,10 +128,13 @@ def test_mask_aware_views_share_the_component(item_factory):
 def test_mask_aware_without_views_checks_the_cube(item_factory):
     item = CleftComponentsd(min_size=20)(item_factory(blobs=BLOBS))
     sampler = MaskAwareCubeSamplerd(cube_size=16, min_shared_fraction=1.0).set_random_state(0)
+    comps = item["cleft_components"]
     for _ in range(5):
         d = sampler(item)
         assert d["fallback"] == 0 and int(d["image"][2].sum()) in (256, 400)
         assert "view1" not in d
+        # the component named is the one in the cube (the blobs are further apart than a cube)
+        assert int(d["image"][2].sum()) == comps.sizes[d["component"]]
 
 
 def test_mask_aware_falls_back_and_flags(item_factory):
@@ -140,12 +143,12 @@ def test_mask_aware_falls_back_and_flags(item_factory):
     big = CleftComponentsd()(big)
     sampler = MaskAwareCubeSamplerd(cube_size=16, min_shared_fraction=0.9, max_retries=3).set_random_state(0)
     d = sampler(big)
-    assert d["fallback"] == 1
+    assert d["fallback"] == 1 and d["component"] == 0  # the best attempt's component
     assert d["image"][2].all()  # the best attempt still lies inside the cleft
     # no components at all: a random cube, flagged
     empty = CleftComponentsd()(item_factory())
     d = sampler(empty)
-    assert d["fallback"] == 1 and d["image"].shape == (3, 16, 16, 16)
+    assert d["fallback"] == 1 and d["image"].shape == (3, 16, 16, 16) and d["component"] == -1
 
 
 def test_mask_aware_errors(item_factory):
