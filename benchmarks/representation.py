@@ -99,6 +99,14 @@ GRID: dict[str, tuple[str, dict]] = {
         "masked_bbox_batches, a cube of the anchor's own synapse is not one of its negatives (mask_same_synapse)",
         {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "mask_same_synapse": True},
     ),
+    "masked_bbox_lr2": (
+        "masked_bbox_batches at twice the learning rate (AdamW 2e-3)",
+        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "base_lr": 0.032},
+    ),
+    "masked_bbox_lr05": (
+        "masked_bbox_batches at half the learning rate (AdamW 5e-4)",
+        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "base_lr": 0.008},
+    ),
     "masked_bbox_noscale": (
         "masked_bbox_batches without scale views (no crop-and-resize, no zoom): vesicle size stays a cue",
         {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **NO_SCALE},
@@ -115,11 +123,6 @@ GRID: dict[str, tuple[str, dict]] = {
     "masked_bbox_cube40": (
         "masked_bbox_batches on 40³ cubes (more of the bouton and its vesicle cloud; ~2x the voxels)",
         {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "cube_size": 40},
-    ),
-    "masked_bbox_noscale_noblur_cube24": (
-        "masked_bbox_noscale_noblur on 24³ cubes (the cleft and the vesicles next to it)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **NO_SCALE, "augment#blur_prob": 0.0,
-         "cube_size": 24},
     ),
     "masked_bbox_fine_noscale": (
         "masked_bbox_fine without scale views",
