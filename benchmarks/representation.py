@@ -47,6 +47,8 @@ SO3 = {"rotate3d_prob": 1.0, "flip_prob": 0.5}
 #: Every configuration states these, so that it does not depend on demo.yaml's choice of them.
 CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop", "same_bbox_batches": False}
 
+#: The defaults (train.yaml + demo.yaml): masked input, same-crop pairs, every batch from one bbox.
+MASKED_BBOX = {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True}
 #: No view that changes the apparent size of structures (the lab's crop-and-resize, the zoom of the affine).
 NO_SCALE = {"augment#crop_prob": 0.0, "augment#zoom_range": [1.0, 1.0]}
 #: Quarter-width ResNet-10 without the max-pool and with a 3³ stem: features at twice the resolution for
@@ -76,57 +78,51 @@ GRID: dict[str, tuple[str, dict]] = {
     "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby", "same_bbox_batches": False}),
     "masked_bbox_batches": (
         "masked, same crop, every batch from one bbox (train.yaml)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True},
+        dict(MASKED_BBOX),
     ),
     "masked_bbox_noblur": (
         "masked_bbox_batches without the raw blur (keeps the vesicles' size: issue 9c)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "augment#blur_prob": 0.0},
+        {**MASKED_BBOX, "augment#blur_prob": 0.0},
     ),
     "masked_bbox_t01": (
         "masked_bbox_batches at temperature 0.1",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "temperature": 0.1},
+        {**MASKED_BBOX, "temperature": 0.1},
     ),
     "masked_bbox_fine": (
         "masked_bbox_batches, quarter-width ResNet-10 without max-pool, 3³ stem (2x finer features, same cost)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **FINE},
-    ),
-    "masked_bbox_k3": (
-        "masked_bbox_batches, half width with a 3³ stem (the 7³ stem is half the network's cost at 32³)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True,
-         "backbone_kwargs": {"widen_factor": 0.5, "conv1_t_size": 3}},
+        {**MASKED_BBOX, **FINE},
     ),
     "masked_bbox_synneg": (
         "masked_bbox_batches, a cube of the anchor's own synapse is not one of its negatives (mask_same_synapse)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "mask_same_synapse": True},
+        {**MASKED_BBOX, "mask_same_synapse": True},
     ),
     "masked_bbox_lr2": (
         "masked_bbox_batches at twice the learning rate (AdamW 2e-3)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "base_lr": 0.032},
+        {**MASKED_BBOX, "base_lr": 0.032},
     ),
     "masked_bbox_lr05": (
         "masked_bbox_batches at half the learning rate (AdamW 5e-4)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "base_lr": 0.008},
+        {**MASKED_BBOX, "base_lr": 0.008},
     ),
     "masked_bbox_noscale": (
         "masked_bbox_batches without scale views (no crop-and-resize, no zoom): vesicle size stays a cue",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **NO_SCALE},
+        {**MASKED_BBOX, **NO_SCALE},
     ),
     "masked_bbox_noscale_noblur": (
         "masked_bbox_noscale without the raw blur (the blur too shrinks the small vesicles' contrast)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **NO_SCALE, "augment#blur_prob": 0.0},
+        {**MASKED_BBOX, **NO_SCALE, "augment#blur_prob": 0.0},
     ),
     "masked_bbox_fine_half": (
         "masked_bbox_batches, half-width ResNet-10 without max-pool, 3³ stem (2x finer features, ~2.7x the network)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True,
-         "backbone_kwargs": {"widen_factor": 0.5, "conv1_t_size": 3, "no_max_pool": True}},
+        {**MASKED_BBOX, "backbone_kwargs": {"widen_factor": 0.5, "conv1_t_size": 3, "no_max_pool": True}},
     ),
     "masked_bbox_cube40": (
         "masked_bbox_batches on 40³ cubes (more of the bouton and its vesicle cloud; ~2x the voxels)",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, "cube_size": 40},
+        {**MASKED_BBOX, "cube_size": 40},
     ),
     "masked_bbox_fine_noscale": (
         "masked_bbox_fine without scale views",
-        {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True, **NO_SCALE, **FINE},
+        {**MASKED_BBOX, **NO_SCALE, **FINE},
     ),
     "masked_t05": ("masked, same crop, temperature 0.5", {**CHANNELS, "input_mode": "masked", "temperature": 0.5}),
     "masked_lab_views": (

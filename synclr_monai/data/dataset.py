@@ -63,8 +63,8 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
 
     With ``views=True`` a sample is ``{"view1", "view2": [3, S, S, S] float32, "fallback": 0|1,
     "cube_start": [3], "index": int, "synapse": int, "name": str}``; ``"synapse"`` identifies the cleft
-    component a mask-aware cube was cut around (``bbox * 2**32 + component``; -1 for a uniformly random cube), so
-    that the loss can keep two cubes of one synapse out of each other's negatives
+    component a mask-aware cube was cut around (``bbox * SYNAPSE_ID_STRIDE + component``; -1 for a uniformly
+    random cube), so that the loss can keep two cubes of one synapse out of each other's negatives
     (:class:`~synclr_monai.losses.NTXentLoss` ``mask_same_synapse``). With ``views=False`` (augmentation batched on the
     device by :class:`~synclr_monai.transforms.BatchedTwoViewAugment`) ``"view1"``/``"view2"`` are
     replaced by ``"image"`` (the cube) and ``"view_params"`` (the views' parameters, drawn here so that
@@ -248,8 +248,9 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
         if not -n <= index < n:
             raise IndexError(f"ContrastiveCubeDataset: index {index} out of range for length {n}")
         index = int(index) % n
+        bbox = index % self.n_bboxes
         try:
-            item = self.cache[index % self.n_bboxes]
+            item = self.cache[bbox]
         except RuntimeError as err:  # an uncached bbox (cache_rate < 1) loaded now
             cause = _monai_cause(err)
             if cause is err:
@@ -269,7 +270,7 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             if key in out:
                 out[key] = torch.as_tensor(out[key]).to(self.cube_dtype)
         component = int(d.get("component", -1))
-        synapse = (index % self.n_bboxes) * SYNAPSE_ID_STRIDE + component if component >= 0 else -1
+        synapse = bbox * SYNAPSE_ID_STRIDE + component if component >= 0 else -1
         out.update(fallback=int(d["fallback"]), cube_start=d["cube_start"], index=index, synapse=synapse)
         if "name" in d:
             out["name"] = str(d["name"])

@@ -158,9 +158,6 @@ class NTXentLoss(nn.Module):
         ValueError: for a non-positive temperature.
     """
 
-    #: the trainer passes the batch's synapse ids to ``forward`` when this is True (see ``mask_same_synapse``)
-    uses_synapse_ids: bool
-
     def __init__(
         self,
         temperature: float = 0.1,
@@ -173,9 +170,14 @@ class NTXentLoss(nn.Module):
         _check_temperature(temperature)
         self.temperature = temperature
         self.decoupled = bool(decoupled)
-        self.mask_same_synapse = self.uses_synapse_ids = bool(mask_same_synapse)
+        self.mask_same_synapse = bool(mask_same_synapse)
         self.gather_distributed = gather_distributed
         self.group = group
+
+    @property
+    def uses_synapse_ids(self) -> bool:
+        """Whether ``forward`` wants the batch's synapse ids (the trainer passes them when True)."""
+        return self.mask_same_synapse
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, synapse: torch.Tensor | None = None) -> torch.Tensor:
         """Compute the loss.

@@ -223,3 +223,15 @@ def test_train_config_has_the_model_zoo_ids():
     for name in ("train#preprocessing", "train#dataloader", "train#handlers", "initialize", "training", "finalize"):
         assert name in parser, name
     assert parser["run"] == "@training"  # the model zoo's entry name runs the same list
+
+
+def test_train_config_wires_mask_same_synapse_into_the_loss():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    loss = parser.get_parsed_content("loss")
+    assert not loss.mask_same_synapse and not loss.uses_synapse_ids  # off by default
+    parser.update({"mask_same_synapse": True})
+    loss = parser.get_parsed_content("loss", lazy=False)
+    assert loss.mask_same_synapse and loss.uses_synapse_ids
