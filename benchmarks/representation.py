@@ -52,7 +52,7 @@ MASKED_BBOX = {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True}
 #: No view that changes the apparent size of structures (the lab's crop-and-resize, the zoom of the affine).
 NO_SCALE = {"augment#crop_prob": 0.0, "augment#zoom_range": [1.0, 1.0]}
 #: Quarter-width ResNet-10 without the max-pool and with a 3³ stem: features at twice the resolution for
-#: the cost of the half-width default (0.50 vs 0.48 s per step at 32³, batch 16).
+#: about the cost of the half-width default (the s / step of both rows in docs/results.md, "Fourth pass").
 FINE = {"backbone_kwargs": {"widen_factor": 0.25, "conv1_t_size": 3, "no_max_pool": True}}
 
 #: name -> (description, overrides of train.yaml + demo.yaml; "augment#key" for the views)
@@ -89,7 +89,7 @@ GRID: dict[str, tuple[str, dict]] = {
         {**MASKED_BBOX, "temperature": 0.1},
     ),
     "masked_bbox_fine": (
-        "masked_bbox_batches, quarter-width ResNet-10 without max-pool, 3³ stem (2x finer features, same cost)",
+        "masked_bbox_batches, quarter-width ResNet-10 without max-pool, 3³ stem (2x finer, about the same cost)",
         {**MASKED_BBOX, **FINE},
     ),
     "masked_bbox_synneg": (
@@ -113,7 +113,7 @@ GRID: dict[str, tuple[str, dict]] = {
         {**MASKED_BBOX, **NO_SCALE, "augment#blur_prob": 0.0},
     ),
     "masked_bbox_fine_half": (
-        "masked_bbox_batches, half-width ResNet-10 without max-pool, 3³ stem (2x finer features, ~2.7x the network)",
+        "masked_bbox_batches, half-width ResNet-10 without max-pool, 3³ stem (2x finer features, a costlier step)",
         {**MASKED_BBOX, "backbone_kwargs": {"widen_factor": 0.5, "conv1_t_size": 3, "no_max_pool": True}},
     ),
     "masked_bbox_cube40": (
