@@ -14,6 +14,9 @@ Usage (the table goes to stdout and, with --out, to a CSV and a markdown file)::
 
     python benchmarks/representation.py --configs lab lab_so3 all_views --seeds 0 1 2 --max-epochs 6
     python benchmarks/representation.py --list          # the configurations of the grid
+    # on data the defaults were not chosen on: the held-out generator's set (its own types, synapse_types.csv)
+    python benchmarks/heldout_synth.py --out outputs/heldout/data --seed 7
+    python benchmarks/representation.py --data outputs/heldout/data --out outputs/heldout --configs masked_bbox_batches
 
 Runs one training at a time (two trainings on two cores run several times slower than one after the
 other). Each run's wall time and seconds per step are reported beside its scores.

@@ -137,7 +137,10 @@ def run_fold(train_x, train_y, test_x, args, in_channels: int, seed: int, pooled
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("/tmp/rep/data_128x192x256"))
+    parser.add_argument(
+        "--data", type=Path, default=Path("outputs/representation/data"),
+        help="a dataset root with synapse_types.csv (default: the set benchmarks/representation.py generates)",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, default=None, help="HDF5 cache of the assembled bboxes")
     parser.add_argument("--views", choices=("none", "train"), default="none")
     parser.add_argument("--input-mode", default="masked", choices=("masked", "channels", "raw"))
