@@ -27,6 +27,7 @@ from .config import CLEFT_CHANNEL, INPUT_MODES, POST_CHANNEL, PRE_CHANNEL, RAW_C
 
 __all__ = [
     "section_artefacts_",
+    "section_artefacts",
     "raw_noise_",
     "raw_gamma",
     "batched_raw_gamma_",
@@ -50,6 +51,53 @@ def _section_draws(seed: int, depth: int, std: float, blackout: int) -> tuple[np
     return scale, shift, black, first
 
 
+def _section_row_(
+    raw: torch.Tensor, masks: torch.Tensor | None, std: float, n_black: int, dy: int, dx: int, seed: int
+) -> None:
+    """One cube's section artefacts, in place on its raw ``[Z, Y, X]`` and (misalignment) masks ``[K-1, Z, Y, X]``."""
+    depth = int(raw.shape[0])
+    scale, shift, black, first = _section_draws(seed, depth, std, n_black)
+    if std > 0:
+        view = (-1, 1, 1)
+        raw.mul_(torch.as_tensor(scale, dtype=torch.float32).to(raw.device).view(view))
+        raw.add_(torch.as_tensor(shift, dtype=torch.float32).to(raw.device).view(view))
+    if len(black):
+        raw[torch.as_tensor(black, dtype=torch.long).to(raw.device)] = raw.min()
+    if dy or dx:
+        # sections from `first` on move in-plane; edges replicate (no wrap-around)
+        for part in (raw[first:], None if masks is None else masks[:, first:]):
+            if part is not None:
+                moved = torch.empty_like(part)
+                _replicate_shift(part, moved, dy, -2)
+                _replicate_shift(moved, part, dx, -1)
+
+
+def _replicate_shift(src: torch.Tensor, dst: torch.Tensor, d: int, axis: int) -> None:
+    """``dst[..., i, ...] = src[..., clamp(i - d, 0, n - 1), ...]`` along ``axis`` (``src`` and ``dst`` apart).
+
+    Two slice copies instead of ``index_select``: ~3x faster on a context (the index gather visits every
+    voxel through an index; a slice copy is a strided memcpy).
+    """
+    n = int(src.shape[axis])
+    d = max(-(n - 1), min(n - 1, int(d)))  # a shift of n or more replicates the edge everywhere, like n - 1
+    keep = n - abs(d)
+    if d >= 0:
+        dst.narrow(axis, d, keep).copy_(src.narrow(axis, 0, keep))
+        edge_at, edge_from = 0, 0
+    else:
+        dst.narrow(axis, 0, keep).copy_(src.narrow(axis, -d, keep))
+        edge_at, edge_from = keep, n - 1
+    if d:
+        edge = dst.narrow(axis, edge_at, abs(d))
+        edge.copy_(src.narrow(axis, edge_from, 1).expand_as(edge))
+
+
+def _section_rows(section_std: np.ndarray, blackout: np.ndarray, misalign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cubes with any section artefact, and those among all cubes with a misalignment."""
+    shifted = np.any(np.asarray(misalign).reshape(-1, 2) != 0, axis=1)
+    return (np.asarray(section_std) != 0) | (np.asarray(blackout) != 0) | shifted, shifted
+
+
 def section_artefacts_(
     x: torch.Tensor, section_std: np.ndarray, blackout: np.ndarray, misalign: np.ndarray, seed: np.ndarray
 ) -> torch.Tensor:
@@ -70,26 +118,44 @@ def section_artefacts_(
     Returns:
         ``x``.
     """
-    depth = int(x.shape[2])
-    for b in range(int(x.shape[0])):
-        std, n_black, (dy, dx) = float(section_std[b]), int(blackout[b]), (int(v) for v in misalign[b])
-        if std == 0 and n_black == 0 and dy == 0 and dx == 0:
-            continue
-        scale, shift, black, first = _section_draws(int(seed[b]), depth, std, n_black)
-        raw = x[b, RAW_CHANNEL]
-        if std > 0:
-            view = (-1, 1, 1)
-            raw.mul_(torch.as_tensor(scale, dtype=torch.float32).to(x.device).view(view))
-            raw.add_(torch.as_tensor(shift, dtype=torch.float32).to(x.device).view(view))
-        if len(black):
-            raw[torch.as_tensor(black, dtype=torch.long).to(x.device)] = raw.min()
-        if dy or dx:
-            # sections from `first` on move in-plane; edges replicate (an index gather, no wrap-around)
-            ys = (torch.arange(x.shape[3], device=x.device) - dy).clamp(0, x.shape[3] - 1)
-            xs = (torch.arange(x.shape[4], device=x.device) - dx).clamp(0, x.shape[4] - 1)
-            part = x[b, :, first:]
-            x[b, :, first:] = part.index_select(2, ys).index_select(3, xs)
+    active, _ = _section_rows(section_std, blackout, misalign)
+    for b in np.flatnonzero(active):
+        dy, dx = (int(v) for v in misalign[b])
+        masks = x[b, RAW_CHANNEL + 1 :] if x.shape[1] > 1 else None
+        _section_row_(x[b, RAW_CHANNEL], masks, float(section_std[b]), int(blackout[b]), dy, dx, int(seed[b]))
     return x
+
+
+def section_artefacts(
+    x: torch.Tensor, section_std: np.ndarray, blackout: np.ndarray, misalign: np.ndarray, seed: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`section_artefacts_` without modifying ``x``, copying only what the artefacts change.
+
+    The intensity artefacts touch the raw channel only and the misalignment is drawn for few cubes, so
+    copying whole contexts (4 channels of ~2x the cube's edge) would cost more than the artefacts
+    themselves: the raw channel is copied when a cube has any artefact, the masks only when one is
+    misaligned; the rest are views of ``x``.
+
+    Args:
+        x: ``[B, K, Z, Y, X]``, raw in channel 0 (left unchanged).
+        section_std, blackout, misalign, seed: as :func:`section_artefacts_`.
+
+    Returns:
+        ``(raw [B, 1, Z, Y, X], masks [B, K-1, Z, Y, X])`` equal to ``x`` after :func:`section_artefacts_`
+        split after its raw channel.
+    """
+    raw, masks = x[:, : RAW_CHANNEL + 1], x[:, RAW_CHANNEL + 1 :]
+    active, shifted = _section_rows(section_std, blackout, misalign)
+    if not active.any():
+        return raw, masks
+    raw = raw.clone()
+    if shifted.any() and masks.shape[1]:
+        masks = masks.clone()
+    for b in np.flatnonzero(active):
+        dy, dx = (int(v) for v in misalign[b])
+        moved = masks[b] if shifted[b] else None
+        _section_row_(raw[b, 0], moved, float(section_std[b]), int(blackout[b]), dy, dx, int(seed[b]))
+    return raw, masks
 
 
 def raw_noise_(x: torch.Tensor, noise_std: np.ndarray, mult_std: np.ndarray, seed: np.ndarray) -> torch.Tensor:

@@ -410,20 +410,31 @@ def _uses_strong_views(p: ViewParams) -> bool:
 
 def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> torch.Tensor:
     """The per-sample order (:func:`~.functional.apply_view_params`) for a batch with the stronger views."""
-    from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_, section_artefacts_
-    from .geometry import batched_affine_resample
+    from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_, section_artefacts
+    from .geometry import batched_affine_resample, batched_affine_resample_split
 
     x = cubes.to(torch.float32)
     sections = bool(np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign))
-    # the steps below work in place; only the resample makes a new tensor, so copy the input otherwise
-    if (sections or not np.any(p.resampled)) and x.data_ptr() == cubes.data_ptr():
-        x = x.clone()
-    if sections:
-        section_artefacts_(x, p.section_std, p.blackout, p.misalign, p.section_seed)
     s = int(x.shape[2])
     if np.any(p.resampled):
         s = int(p.crop_size[0, 0])
-        x = batched_affine_resample(x, p.affine, p.offset, s)
+        if sections:
+            # chunk by chunk (one cube on the CPU): the artefacts copy only the raw (and the masks of a
+            # misaligned cube) of the chunk, not every context of the batch
+            b = int(x.shape[0])
+            chunk = _default_chunk(x.device, b)
+            out = torch.empty((b, int(x.shape[1]), s, s, s), dtype=torch.float32, device=x.device)
+            for lo in range(0, b, chunk):
+                r = slice(lo, min(lo + chunk, b))
+                raw, masks = section_artefacts(x[r], p.section_std[r], p.blackout[r], p.misalign[r], p.section_seed[r])
+                out[r] = batched_affine_resample_split(raw, masks, p.affine[r], p.offset[r], s)
+            x = out
+        else:
+            x = batched_affine_resample(x, p.affine, p.offset, s)
+    elif sections:
+        x = torch.cat(section_artefacts(x, p.section_std, p.blackout, p.misalign, p.section_seed), dim=1)
+    elif x.data_ptr() == cubes.data_ptr():
+        x = x.clone()  # the steps below work in place
     if np.any(p.rot_k % 4):
         x = batched_rotate90(x, p.rot_k, p.rot_plane)
     batched_raw_intensity_(x, p.scale, p.shift)

@@ -27,7 +27,7 @@ from monai.transforms import Affine
 from .config import RAW_CHANNEL
 from .functional import as_float_tensor
 
-__all__ = ["affine_resample", "batched_affine_resample", "retained_voxels_affine"]
+__all__ = ["affine_resample", "batched_affine_resample", "batched_affine_resample_split", "retained_voxels_affine"]
 
 
 def _homogeneous(affine: np.ndarray, offset: np.ndarray) -> torch.Tensor:
@@ -67,6 +67,26 @@ def affine_resample(
     return out
 
 
+def _affine_grid(
+    affine: np.ndarray, offset: np.ndarray, b: int, c: int, out_size: int, device: torch.device
+) -> torch.Tensor:
+    """``affine_grid`` of B maps from centred output voxels (z, y, x) to a context of edge C."""
+    half_out, half_in = (out_size - 1) / 2.0, (c - 1) / 2.0
+    # affine_grid maps normalised output (x, y, z) to normalised input (x, y, z); ours maps (z, y, x) voxels
+    rev = [2, 1, 0]
+    lin = np.asarray(affine, dtype=np.float64).reshape(b, 3, 3)[:, rev][:, :, rev] * (half_out / max(half_in, 1e-12))
+    trans = np.asarray(offset, dtype=np.float64).reshape(b, 3)[:, rev] / max(half_in, 1e-12)
+    theta = torch.as_tensor(np.concatenate([lin, trans[:, :, None]], axis=2), dtype=torch.float32).to(device)
+    return F.affine_grid(theta, [b, 1, out_size, out_size, out_size], align_corners=True)
+
+
+def _check_contexts(x: torch.Tensor, name: str) -> int:
+    c = int(x.shape[-1])
+    if x.ndim != 5 or x.shape[2:] != (c, c, c):
+        raise ValueError(f"{name}: expected cubic contexts [B, K, C, C, C], got {tuple(x.shape)}")
+    return c
+
+
 def batched_affine_resample(
     x: torch.Tensor,
     affine: np.ndarray,
@@ -86,16 +106,9 @@ def batched_affine_resample(
     Returns:
         ``[B, K, S, S, S]`` float32.
     """
-    b, k, c = int(x.shape[0]), int(x.shape[1]), int(x.shape[2])
-    if x.shape[2:] != (c, c, c):
-        raise ValueError(f"batched_affine_resample: expected cubic contexts [B, K, C, C, C], got {tuple(x.shape)}")
-    half_out, half_in = (out_size - 1) / 2.0, (c - 1) / 2.0
-    # affine_grid maps normalised output (x, y, z) to normalised input (x, y, z); ours maps (z, y, x) voxels
-    rev = [2, 1, 0]
-    lin = np.asarray(affine, dtype=np.float64).reshape(b, 3, 3)[:, rev][:, :, rev] * (half_out / max(half_in, 1e-12))
-    trans = np.asarray(offset, dtype=np.float64).reshape(b, 3)[:, rev] / max(half_in, 1e-12)
-    theta = torch.as_tensor(np.concatenate([lin, trans[:, :, None]], axis=2), dtype=torch.float32).to(x.device)
-    grid = F.affine_grid(theta, [b, 1, out_size, out_size, out_size], align_corners=True)
+    c = _check_contexts(x, "batched_affine_resample")
+    b, k = int(x.shape[0]), int(x.shape[1])
+    grid = _affine_grid(affine, offset, b, c, out_size, x.device)
     src = x.to(torch.float32)
     lin_idx = sorted({int(i) for i in np.atleast_1d(linear_channels)})
     near_idx = [i for i in range(k) if i not in lin_idx]
@@ -105,6 +118,38 @@ def batched_affine_resample(
             # a run of channels is a view (no copy of the large context)
             sel = slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else idx
             out[:, sel] = F.grid_sample(src[:, sel], grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return out
+
+
+def batched_affine_resample_split(
+    raw: torch.Tensor, masks: torch.Tensor, affine: np.ndarray, offset: np.ndarray, out_size: int
+) -> torch.Tensor:
+    """:func:`batched_affine_resample` of the contexts ``cat([raw, masks], 1)`` without concatenating them.
+
+    The raw channel and the masks may live in different tensors (e.g. a section-jittered copy of the raw
+    beside the caller's masks, :func:`~.artefacts.section_artefacts`); joining them would copy the whole
+    context for one resample.
+
+    Args:
+        raw: ``[B, 1, C, C, C]``, interpolated trilinearly.
+        masks: ``[B, K-1, C, C, C]``, by nearest neighbour (K-1 may be 0).
+        affine, offset, out_size: as :func:`batched_affine_resample`.
+
+    Returns:
+        ``[B, K, S, S, S]`` float32.
+    """
+    c = _check_contexts(raw, "batched_affine_resample_split")
+    if raw.shape[1] != 1 or masks.shape[0] != raw.shape[0] or masks.shape[2:] != raw.shape[2:]:
+        raise ValueError(
+            f"batched_affine_resample_split: raw {tuple(raw.shape)} and masks {tuple(masks.shape)} do not match"
+        )
+    b, k = int(raw.shape[0]), 1 + int(masks.shape[1])
+    grid = _affine_grid(affine, offset, b, c, out_size, raw.device)
+    out = torch.empty((b, k, out_size, out_size, out_size), dtype=torch.float32, device=raw.device)
+    out[:, :1] = F.grid_sample(raw.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if k > 1:
+        masks = masks.to(torch.float32)
+        out[:, 1:] = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=True)
     return out
 
 

@@ -15,6 +15,7 @@ from synclr_monai.transforms.artefacts import (
     mask_morphology,
     raw_gamma,
     raw_noise_,
+    section_artefacts,
     section_artefacts_,
     to_input_mode,
 )
@@ -79,20 +80,40 @@ def test_section_artefacts_act_per_section():
     assert torch.equal(x[0, 1:], cube[1:])
 
 
-def test_misalignment_moves_every_channel_alike():
+@pytest.mark.parametrize("dy,dx", [(2, -1), (-3, 4), (0, 2), (20, -17)])
+def test_misalignment_moves_every_channel_alike(dy, dx):
     cube = cube4(3)
     x = cube.clone()[None]
-    section_artefacts_(x, np.zeros(1), np.zeros(1, np.int64), np.array([[2, -1]]), np.array([3]))
+    section_artefacts_(x, np.zeros(1), np.zeros(1, np.int64), np.array([[dy, dx]]), np.array([3]))
     out = x[0]
     assert _binary(out[1:])
     moved = [z for z in range(S) if not torch.equal(out[:, z], cube[:, z])]
     assert moved and moved == list(range(moved[0], S))  # the sections above one z
     first = moved[0]
-    ys = (torch.arange(S) - 2).clamp(0, S - 1)
-    xs = (torch.arange(S) + 1).clamp(0, S - 1)
+    ys = (torch.arange(S) - dy).clamp(0, S - 1)  # edges replicate, also for shifts past the edge
+    xs = (torch.arange(S) - dx).clamp(0, S - 1)
     ref = cube[:, first:][:, :, ys][:, :, :, xs]
-    assert torch.equal(out[:, first:], ref)  # raw and masks shifted by the same (2, -1)
+    assert torch.equal(out[:, first:], ref)  # raw and masks shifted by the same (dy, dx)
     assert not torch.equal(out[1:, first:], cube[1:, first:])  # the masks did move
+
+
+def test_out_of_place_section_artefacts_equal_in_place_and_copy_only_what_changes():
+    x = torch.stack([cube4(10), cube4(11), cube4(12)])
+    before = x.clone()
+    std, black, seed = np.array([0.0, 0.2, 0.0]), np.array([0, 2, 0]), np.array([1, 2, 3])
+    shift = np.array([[0, 0], [0, 0], [1, -2]])
+    ref = section_artefacts_(x.clone(), std, black, shift, seed)
+    raw, masks = section_artefacts(x, std, black, shift, seed)
+    assert torch.equal(x, before)  # the input is left as it was
+    assert raw.shape == (3, 1, S, S, S) and masks.shape == (3, 3, S, S, S)
+    assert torch.equal(torch.cat([raw, masks], 1), ref)
+    assert not torch.equal(ref[2, 1:], before[2, 1:])  # the misaligned cube's masks did move
+    # without a misalignment the masks are the input's own (no copy); without any artefact, the raw too
+    raw, masks = section_artefacts(x, std, black, np.zeros((3, 2), np.int64), seed)
+    assert masks.data_ptr() == x[:, 1:].data_ptr() and raw.data_ptr() != x.data_ptr()
+    assert torch.equal(torch.cat([raw, masks], 1), section_artefacts_(x.clone(), std, black, np.zeros((3, 2)), seed))
+    raw, masks = section_artefacts(x, np.zeros(3), np.zeros(3, np.int64), np.zeros((3, 2), np.int64), seed)
+    assert raw.data_ptr() == x.data_ptr() and torch.equal(raw, x[:, :1])
 
 
 def test_cutout_zeroes_every_channel_in_the_box_only():

@@ -8,7 +8,12 @@ import torch
 
 from synclr_monai.transforms import AugmentConfig
 from synclr_monai.transforms.functional import apply_view_params
-from synclr_monai.transforms.geometry import affine_resample, batched_affine_resample, retained_voxels_affine
+from synclr_monai.transforms.geometry import (
+    affine_resample,
+    batched_affine_resample,
+    batched_affine_resample_split,
+    retained_voxels_affine,
+)
 from synclr_monai.transforms.params import random_rotations, sample_view_params, view_matrices
 
 
@@ -102,6 +107,21 @@ def test_batched_affine_equals_monai_affine(seed):
         torch.testing.assert_close(got[i, 0], ref[0], rtol=0, atol=1e-4)
         assert torch.equal(got[i, 1:], ref[1:]), f"cube {i}: masks differ in {(got[i, 1:] != ref[1:]).sum()} voxels"
         assert set(torch.unique(got[i, 1:]).tolist()) <= {0.0, 1.0}
+
+
+def test_split_resample_equals_the_resample_of_the_joined_contexts():
+    rng = np.random.RandomState(5)
+    b, c, s = 3, 19, 11
+    cubes = torch.from_numpy(np.stack([context_cube(c, seed=40 + i) for i in range(b)]))
+    flips = rng.random_sample((b, 3)) < 0.5
+    affine = view_matrices(random_rotations(rng, b), flips, rng.uniform(0.9, 1.1, b), (1, 1, 1))
+    offset = rng.uniform(-1.5, 1.5, size=(b, 3))
+    raw = cubes[:, :1].clone() * 2  # e.g. a jittered copy of the raw beside the caller's masks
+    got = batched_affine_resample_split(raw, cubes[:, 1:], affine, offset, s)
+    ref = batched_affine_resample(torch.cat([raw, cubes[:, 1:]], 1), affine, offset, s)
+    assert got.shape == (b, 4, s, s, s) and torch.equal(got, ref)
+    with pytest.raises(ValueError, match="do not match"):
+        batched_affine_resample_split(raw, cubes[:2, 1:], affine, offset, s)
 
 
 def test_retained_voxels_affine_counts_a_permutation_exactly():
