@@ -58,6 +58,11 @@ NO_SCALE = {"augment#crop_prob": 0.0, "augment#zoom_range": [1.0, 1.0]}
 #: about the cost of the half-width default (the s / step of both rows in docs/results.md, "Fourth pass").
 FINE = {"backbone_kwargs": {"widen_factor": 0.25, "conv1_t_size": 3, "no_max_pool": True}}
 
+#: The stronger views that corrupt voxels rather than move them (off in ``masked_bbox_clean``).
+VOXEL_CORRUPTIONS = (
+    "noise_prob", "mult_noise_prob", "gamma_prob", "section_prob", "blackout_rate", "misalign_prob", "cutout_prob",
+)  # fmt: skip
+
 #: name -> (description, overrides of train.yaml + demo.yaml; "augment#key" for the views)
 GRID: dict[str, tuple[str, dict]] = {
     "lab": (
@@ -126,6 +131,41 @@ GRID: dict[str, tuple[str, dict]] = {
     "masked_bbox_fine_noscale": (
         "masked_bbox_fine without scale views",
         {**MASKED_BBOX, **NO_SCALE, **FINE},
+    ),
+    "masked_bbox_dcl": (
+        "masked_bbox_batches with the decoupled contrastive loss (no positive in the denominator: for small batches)",
+        {**MASKED_BBOX, "decoupled_loss": True},
+    ),
+    "masked_bbox_clean": (
+        "masked_bbox_batches without the voxel-level corruptions (noise, gamma, section artefacts, cutouts) that "
+        "blur what tells the vesicle types apart at 32³; pose, intensity, blur, scale and mask views stay",
+        {**MASKED_BBOX, **{f"augment#{k}": 0.0 for k in VOXEL_CORRUPTIONS}},
+    ),
+    "masked_bbox_batch32": (
+        "masked_bbox_batches at batch 32 (more negatives per anchor, still one bbox per batch): the same cubes "
+        "in half the steps, the learning rate scaled with the batch (2e-3)",
+        {**MASKED_BBOX, "batch_size": 32},
+    ),
+    "masked_bbox_t05": (
+        "masked_bbox_batches at temperature 0.5 (SynapseCLR's)",
+        {**MASKED_BBOX, "temperature": 0.5},
+    ),
+    "masked_bbox_head512": (
+        "masked_bbox_batches with SimCLR v1's small head (2 layers, 512 hidden, 128 out) instead of 3 x 2048 / 256: "
+        "a head that can absorb less of the views' invariance leaves more of it to the encoder",
+        {**MASKED_BBOX, "projection_hidden": 512, "projection_dim": 128, "projection_layers": 2},
+    ),
+    "masked_bbox_head256": (
+        "masked_bbox_batches with a smaller head still (2 layers, 256 hidden, 64 out)",
+        {**MASKED_BBOX, "projection_hidden": 256, "projection_dim": 64, "projection_layers": 2},
+    ),
+    "masked_bbox_head_linear": (
+        "masked_bbox_batches with a linear head (256 -> 128): the loss acts on a linear map of the features",
+        {**MASKED_BBOX, "projection_dim": 128, "projection_layers": 1},
+    ),
+    "masked_bbox_wd05": (
+        "masked_bbox_batches at AdamW weight decay 0.05 (as in recent self-supervised recipes) instead of 1e-4",
+        {**MASKED_BBOX, "weight_decay": 0.05},
     ),
     "masked_t05": ("masked, same crop, temperature 0.5", {**CHANNELS, "input_mode": "masked", "temperature": 0.5}),
     "masked_lab_views": (
