@@ -9,7 +9,8 @@ The pose, from the cube's cleft and pre-synaptic masks (as assembled by the pack
 
 - z: the cleft's normal, the direction of least spread of the cleft voxels near the centre (PCA of their
   coordinates), pointing from the pre-synaptic side (its voxels near the centre lie at -z) to the post;
-- x: the cleft's long axis (the direction of most spread), made orthogonal to z; y = z x x.
+- x: the cleft's long axis (the direction of most spread), made orthogonal to z; y completes a proper
+  rotation (no mirror).
 
 The x axis has no biological sign, so the single-pose random encoder is averaged over the two in-plane half
 turns that keep the pre-synaptic side below (x, y -> -x, -y); PCA takes the cube as turned. A cube of
@@ -63,7 +64,8 @@ def canonical_rotation(cube: np.ndarray, radius: float = 12.0) -> np.ndarray:
         normal = -normal  # the pre-synaptic side at -z
     x = long_axis - normal * np.dot(long_axis, normal)
     x /= np.linalg.norm(x)
-    return np.stack([normal, np.cross(normal, x), x])
+    # rows (z, y, x) of a proper rotation: in (z, y, x) coordinates y = x cross z (z cross x would mirror)
+    return np.stack([normal, np.cross(x, normal), x])
 
 
 def turn(contexts: torch.Tensor, rotations: np.ndarray, size: int) -> torch.Tensor:
