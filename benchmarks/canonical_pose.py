@@ -15,8 +15,9 @@ The pose, from the cube's cleft and pre-synaptic masks (as assembled by the pack
 The x axis has no biological sign, so the single-pose random encoder is averaged over the two in-plane half
 turns that keep the pre-synaptic side below (x, y -> -x, -y); PCA takes the cube as turned. A cube of
 edge S is resampled from a context of edge C >= S * sqrt(3) around the synapse
-(``geometry.batched_affine_resample``: trilinear raw, nearest masks). Scores: kNN@5 and linear probe on the type, kNN@5 on the bbox, per-type same-type
-neighbour shares (as ``benchmarks/representation.py``) for PCA of the raw cubes and a random ResNet-10
+(``geometry.batched_affine_resample``: trilinear raw, nearest masks). Scores: kNN@5 and linear probe on the
+type, kNN@5 on the bbox, per-type same-type neighbour shares (as ``benchmarks/representation.py``) for PCA
+of the raw cubes and a random ResNet-10
 (3 channels, the benchmark's random baseline, over ``--seeds``), each on the cubes as cut ("plain") and
 turned ("canonical").
 
