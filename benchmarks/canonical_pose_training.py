@@ -53,6 +53,8 @@ def _rot_z(theta: np.ndarray) -> np.ndarray:
 
 def train_and_embed(ctx: torch.Tensor, canon: np.ndarray, bboxes: np.ndarray, arm: str, seed: int, steps: int):
     """Train one arm from scratch and return ``(features [N, F], s per step)``."""
+    from canonical_pose import turn
+
     from synclr_monai.losses.ntxent import nt_xent_loss
     from synclr_monai.networks.rotation_average import RotationAveragedEncoder
     from synclr_monai.networks.simclr import build_simclr
@@ -96,7 +98,7 @@ def train_and_embed(ctx: torch.Tensor, canon: np.ndarray, bboxes: np.ndarray, ar
     net.eval()
     with torch.no_grad():
         if arm == "canonical":
-            cubes = batched_affine_resample(ctx, np.transpose(canon, (0, 2, 1)), np.zeros((len(ctx), 3)), CUBE)
+            cubes = turn(ctx, canon, CUBE)
             feats = sum(net.backbone(torch.rot90(cubes, k, dims=(3, 4)).contiguous()) for k in range(4)) / 4
         else:
             lo = (CONTEXT - CUBE) // 2
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["canonical", "plain"], choices=["canonical", "plain"])
     args = parser.parse_args(argv)
     from canonical_pose import canonical_rotation
-    from representation import score
+    from representation import mean_std_table, score
 
     from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
@@ -133,14 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"arm": arm, "seed": seed, **s, "s_per_step": per_step})
             text = ", ".join(f"{k} {v:.3f}" for k, v in s.items())
             print(f"[canonical_pose_training] {arm} seed {seed}: {text}", flush=True)
-    frame = pd.DataFrame(rows)
-    metrics = [c for c in frame.columns if c not in ("arm", "seed")]
-    agg = frame.groupby("arm", sort=False)[metrics].agg(["mean", "std"])
-    lines = ["| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for name, row in agg.iterrows():
-        cells = [f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    print("\n".join(lines))
+    print(mean_std_table(pd.DataFrame(rows), "arm"))
     return 0
 
 

@@ -260,6 +260,20 @@ def baselines(data: Path, cache: Path, ids: pd.DataFrame, rotations: int) -> dic
     return {"random_init": rand, "pca_raw": pca_embeddings(raw, 32, seed=0)}
 
 
+def mean_std_table(frame: pd.DataFrame, by: str) -> str:
+    """A markdown table of every metric's mean ± std over the seeds of each ``by`` group (one seed: the value)."""
+    metrics = [c for c in frame.columns if c not in (by, "seed")]
+    agg = frame.groupby(by, sort=False)[metrics].agg(["mean", "std"])
+    lines = [f"| {by} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for name, row in agg.iterrows():
+        cells = []
+        for m in metrics:
+            mean, std = row[(m, "mean")], row[(m, "std")]
+            cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["lab", "lab_so3", "all_views", "masked", "nearby", "t05"])
@@ -310,17 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = pd.DataFrame(rows)
             args.out.mkdir(parents=True, exist_ok=True)
             frame.to_csv(args.out / "runs.csv", index=False)
-    frame = pd.DataFrame(rows)
-    metrics = [c for c in frame.columns if c not in ("config", "seed")]
-    agg = frame.groupby("config", sort=False)[metrics].agg(["mean", "std"])
-    lines = ["| config | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for name, row in agg.iterrows():
-        cells = []
-        for m in metrics:
-            mean, std = row[(m, "mean")], row[(m, "std")]
-            cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if np.isfinite(std) else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
+    text = mean_std_table(pd.DataFrame(rows), "config")
     print(text)
     (args.out / "table.md").write_text(text + "\n")
     return 0

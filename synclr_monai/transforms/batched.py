@@ -410,31 +410,13 @@ def _uses_strong_views(p: ViewParams) -> bool:
 
 def _apply_strong_view(cubes: torch.Tensor, p: ViewParams, crop_method: str) -> torch.Tensor:
     """The per-sample order (:func:`~.functional.apply_view_params`) for a batch with the stronger views."""
-    from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_, section_artefacts
-    from .geometry import batched_affine_resample, batched_affine_resample_split
+    from .artefacts import batched_mask_morphology_, batched_raw_gamma_, cutout_, raw_noise_
+    from .geometry import sections_and_resample
 
-    x = cubes.to(torch.float32)
-    sections = bool(np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign))
-    s = int(x.shape[2])
-    if np.any(p.resampled):
-        s = int(p.crop_size[0, 0])
-        if sections:
-            # chunk by chunk (one cube on the CPU): the artefacts copy only the raw (and the masks of a
-            # misaligned cube) of the chunk, not every context of the batch
-            b = int(x.shape[0])
-            chunk = _default_chunk(x.device, b)
-            out = torch.empty((b, int(x.shape[1]), s, s, s), dtype=torch.float32, device=x.device)
-            for lo in range(0, b, chunk):
-                r = slice(lo, min(lo + chunk, b))
-                raw, masks = section_artefacts(x[r], p.section_std[r], p.blackout[r], p.misalign[r], p.section_seed[r])
-                out[r] = batched_affine_resample_split(raw, masks, p.affine[r], p.offset[r], s)
-            x = out
-        else:
-            x = batched_affine_resample(x, p.affine, p.offset, s)
-    elif sections:
-        x = torch.cat(section_artefacts(x, p.section_std, p.blackout, p.misalign, p.section_seed), dim=1)
-    elif x.data_ptr() == cubes.data_ptr():
+    x = sections_and_resample(cubes.to(torch.float32), p, _default_chunk(cubes.device, int(cubes.shape[0])))
+    if x.data_ptr() == cubes.data_ptr():
         x = x.clone()  # the steps below work in place
+    s = int(x.shape[2])
     if np.any(p.rot_k % 4):
         x = batched_rotate90(x, p.rot_k, p.rot_plane)
     batched_raw_intensity_(x, p.scale, p.shift)

@@ -309,8 +309,8 @@ def apply_view_params(cube: NdarrayOrTensor, params: ViewParams, input_mode: str
     Raises:
         ValueError: a malformed cube, ``params`` not of length 1, or a crop outside the cube.
     """
-    from .artefacts import cutout_, mask_morphology, raw_gamma, raw_noise_, section_artefacts, to_input_mode
-    from .geometry import batched_affine_resample, batched_affine_resample_split
+    from .artefacts import cutout_, mask_morphology, raw_gamma, raw_noise_, to_input_mode
+    from .geometry import sections_and_resample
 
     s, _, _ = check_cube(cube, "apply_view_params")
     if len(params) != 1:
@@ -320,19 +320,12 @@ def apply_view_params(cube: NdarrayOrTensor, params: ViewParams, input_mode: str
     params.check_cube_size(s)
     p = params
     src = as_float_tensor(cube)
-    x = src
-    sections = bool(p.section_std[0] or p.blackout[0] or np.any(p.misalign[0]))
-    if p.resampled[0]:
-        s = int(p.crop_size[0, 0])
-        # the batched grid_sample route with one cube: MONAI's Affine (geometry.affine_resample, the
-        # reference it is tested against) spends most of its time on metadata, per view, in every worker
-        if sections:  # the artefacts copy the raw (and, misaligned, the masks), not the whole context
-            raw, masks = section_artefacts(x[None], p.section_std, p.blackout, p.misalign, p.section_seed)
-            x = batched_affine_resample_split(raw, masks, p.affine, p.offset, s)[0]
-        else:
-            x = batched_affine_resample(x[None], p.affine, p.offset, s)[0]
-    elif sections:
-        x = torch.cat(section_artefacts(x[None], p.section_std, p.blackout, p.misalign, p.section_seed), dim=1)[0]
+    # the batched route with one cube (grid_sample): MONAI's Affine (geometry.affine_resample, the reference
+    # it is tested against) spends most of its time on metadata, per view, in every worker
+    x = sections_and_resample(src[None], p)[0]
+    if x.data_ptr() == src.data_ptr():
+        x = src  # neither step drawn: the later steps copy before they write
+    s = int(x.shape[-1])
     k, plane = int(p.rot_k[0]), int(p.rot_plane[0])
     if k % 4:
         x = rotate90(x, k, plane)

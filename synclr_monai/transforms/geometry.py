@@ -27,7 +27,13 @@ from monai.transforms import Affine
 from .config import RAW_CHANNEL
 from .functional import as_float_tensor
 
-__all__ = ["affine_resample", "batched_affine_resample", "batched_affine_resample_split", "retained_voxels_affine"]
+__all__ = [
+    "affine_resample",
+    "batched_affine_resample",
+    "batched_affine_resample_split",
+    "retained_voxels_affine",
+    "sections_and_resample",
+]
 
 
 def _homogeneous(affine: np.ndarray, offset: np.ndarray) -> torch.Tensor:
@@ -150,6 +156,44 @@ def batched_affine_resample_split(
     if k > 1:
         masks = masks.to(torch.float32)
         out[:, 1:] = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    return out
+
+
+def sections_and_resample(x: torch.Tensor, params, chunk: int | None = None) -> torch.Tensor:
+    """A view's first steps on its contexts: EM section artefacts, then (resampled views) the one resample.
+
+    The artefacts happen before the rotation, as in the microscope. They copy only what they change
+    (:func:`~.artefacts.section_artefacts`), and the resample reads that copy beside the caller's masks
+    (:func:`batched_affine_resample_split`), so no whole context is copied. Shared by the per-sample and the
+    batched path.
+
+    Args:
+        x: ``[B, K, C, C, C]`` contexts (or cubes, for views that are not resampled); left unchanged.
+        params: the B cubes' :class:`~.params.ViewParams`.
+        chunk: cubes resampled together when there are section artefacts (None: all; 1 on the CPU keeps the
+            copies to one cube's raw).
+
+    Returns:
+        ``[B, K, S, S, S]`` float32, a new tensor, or ``x`` itself when neither step is drawn.
+    """
+    from .artefacts import section_artefacts
+
+    p = params
+    sections = bool(np.any(p.section_std) or np.any(p.blackout) or np.any(p.misalign))
+    if not np.any(p.resampled):
+        if not sections:
+            return x
+        return torch.cat(section_artefacts(x, p.section_std, p.blackout, p.misalign, p.section_seed), dim=1)
+    s = int(p.crop_size[0, 0])
+    if not sections:
+        return batched_affine_resample(x, p.affine, p.offset, s)
+    b = int(x.shape[0])
+    step = b if chunk is None else max(int(chunk), 1)
+    out = torch.empty((b, int(x.shape[1]), s, s, s), dtype=torch.float32, device=x.device)
+    for lo in range(0, b, step):
+        r = slice(lo, min(lo + step, b))
+        raw, masks = section_artefacts(x[r], p.section_std[r], p.blackout[r], p.misalign[r], p.section_seed[r])
+        out[r] = batched_affine_resample_split(raw, masks, p.affine[r], p.offset[r], s)
     return out
 
 
