@@ -5,12 +5,9 @@ Every other figure of ``docs/results.md`` embeds a synapse as it lies in the vol
 scores the same fixed embeddings on both: the question is how much of what the trained encoders miss is
 pose, not content.
 
-The pose, from the cube's cleft and pre-synaptic masks (as assembled by the package, channels mode):
-
-- z: the cleft's normal, the direction of least spread of the cleft voxels near the centre (PCA of their
-  coordinates), pointing from the pre-synaptic side (its voxels near the centre lie at -z) to the post;
-- x: the cleft's long axis (the direction of most spread), made orthogonal to z; y completes a proper
-  rotation (no mirror).
+The pose is the package's (``pose: canonical``, :mod:`synclr_monai.transforms.pose`), from the cube's cleft
+and pre-synaptic masks: z the cleft's normal (pre-synaptic side below), x its long axis, y completing a
+proper rotation.
 
 The x axis has no biological sign, so the single-pose random encoder is averaged over the two in-plane half
 turns that keep the pre-synaptic side below (x, y -> -x, -y); PCA takes the cube as turned. A cube of
@@ -42,31 +39,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def canonical_rotation(cube: np.ndarray, radius: float = 12.0) -> np.ndarray:
-    """``[3, 3]`` rows: the new (z, y, x) axes in the cube's (z, y, x) voxel frame (identity without a cleft).
+def canonical_rotation(cube: np.ndarray) -> np.ndarray:
+    """``[3, 3]`` rows: the new (z, y, x) axes of the synapse at the centre of ``cube`` (the package's
+    :func:`~synclr_monai.transforms.pose.canonical_frame`, the frame of ``pose: canonical``)."""
+    from synclr_monai.transforms.pose import canonical_frame
 
-    Args:
-        cube: ``[3, C, C, C]`` raw, pre-synaptic mask, cleft mask, the synapse at the centre.
-        radius: cleft voxels within this distance of the centre define the plane (a neighbouring synapse's
-            cleft in the same context must not tilt it).
-    """
-    c = (cube.shape[-1] - 1) / 2.0
-    pts = np.argwhere(cube[2] > 0.5).astype(np.float64)
-    near = pts[np.linalg.norm(pts - c, axis=1) < radius]
-    pts = near if len(near) >= 5 else pts
-    if len(pts) < 5:
-        return np.eye(3)
-    mu = pts.mean(axis=0)
-    _, vec = np.linalg.eigh(np.cov((pts - mu).T))
-    normal, long_axis = vec[:, 0], vec[:, 2]
-    pre = np.argwhere(cube[1] > 0.5).astype(np.float64)
-    pre = pre[np.linalg.norm(pre - c, axis=1) < radius + 4]
-    if len(pre) and np.dot(pre.mean(axis=0) - mu, normal) > 0:
-        normal = -normal  # the pre-synaptic side at -z
-    x = long_axis - normal * np.dot(long_axis, normal)
-    x /= np.linalg.norm(x)
-    # rows (z, y, x) of a proper rotation: in (z, y, x) coordinates y = x cross z (z cross x would mirror)
-    return np.stack([normal, np.cross(x, normal), x])
+    return canonical_frame(cube)
 
 
 def turn(contexts: torch.Tensor, rotations: np.ndarray, size: int) -> torch.Tensor:

@@ -176,6 +176,15 @@ GRID: dict[str, tuple[str, dict]] = {
     "dcl": ("all views, decoupled contrastive loss", {**CHANNELS, "decoupled_loss": True}),
     "batch32": ("all views, batch 32 (half the steps)", {**CHANNELS, "batch_size": 32, "base_lr": 0.008}),
     "cube40": ("all views, 40³ cubes", {**CHANNELS, "cube_size": 40}),
+    "masked_bbox_canonical": (
+        "masked_bbox_batches in the canonical pose: every cube turned into its synapse's cleft frame (normal along "
+        "z, pre-synaptic side below), the 3-D rotation a turn about the normal; embedded over the 4 turns about it",
+        {**MASKED_BBOX, "pose": "canonical"},
+    ),
+    "channels_bbox_canonical": (
+        "the canonical pose with the 3-channel input (raw, pre, cleft), every batch from one bbox",
+        {**CHANNELS, "same_bbox_batches": True, "pose": "canonical"},
+    ),
 }
 
 
@@ -237,24 +246,24 @@ def score(vectors: np.ndarray, types: np.ndarray, bboxes: np.ndarray, seed: int 
     return out
 
 
-def embed(data: Path, encoder: Path, cache: Path, rotations: int) -> tuple[pd.DataFrame, np.ndarray]:
+def embed(data: Path, encoder: Path, cache: Path, rotations: int | None) -> tuple[pd.DataFrame, np.ndarray]:
     from synclr_monai.evaluation.embeddings import read_embeddings
     from synclr_monai.inference import run_inference
 
-    out = encoder.parent / f"embeddings_r{rotations}"
+    out = encoder.parent / f"embeddings_r{rotations or 'default'}"
     h5 = run_inference(data, encoder, out, cache_dir=cache, progress=False, rotations=rotations)
     ids, vectors, _ = read_embeddings(h5)
     return ids, vectors
 
 
-def baselines(data: Path, cache: Path, ids: pd.DataFrame, rotations: int) -> dict[str, np.ndarray]:
+def baselines(data: Path, cache: Path, ids: pd.DataFrame, rotations: int | None) -> dict[str, np.ndarray]:
     from synclr_monai.evaluation.baselines import pca_embeddings, random_encoder_embeddings
     from synclr_monai.data.synapse_cubes import iter_dataset_cubes
 
     cube_size = 32
     cubes = list(iter_dataset_cubes(data, cube_size, cache_dir=cache, ids=ids))
     _, rand = random_encoder_embeddings(
-        cubes, "resnet10", {"conv1_t_stride": 2}, seed=0, progress=False, rotations=rotations
+        cubes, "resnet10", {"conv1_t_stride": 2}, seed=0, progress=False, rotations=rotations or 24
     )
     raw = np.stack([c[2][0].reshape(-1) for c in cubes])
     return {"random_init": rand, "pca_raw": pca_embeddings(raw, 32, seed=0)}
@@ -283,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/representation"))
     parser.add_argument("--difficulty", type=float, default=0.0, help="generator difficulty of a new dataset")
     parser.add_argument(
-        "--rotations", type=int, default=24, choices=(1, 24),
-        help="features averaged over the cube's 24 rotations (as inference.yaml), or 1: the cube as cut",
+        "--rotations", type=int, default=None, choices=(1, 4, 24),
+        help="features averaged over rotations; default: inference.yaml's (24, the cube's, in the native pose; 4, "
+        "the turns about the cleft normal, in the canonical pose; the baselines: 24), or 1: the cube as cut",
     )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the grid and exit")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more bundle overrides for every run")

@@ -477,6 +477,7 @@ def synapse_cube(
     input_mode: str = "channels",
     voxel_size: tuple[float, float, float] | None = None,
     az_radius: int = 2,
+    pose: str = "native",
 ) -> np.ndarray:
     """The encoder's input for one synapse: the cube centred at its cleft centre.
 
@@ -494,12 +495,14 @@ def synapse_cube(
         voxel_size: ``(z, y, x)`` voxel size; anisotropic voxels make the cube a physical cube sampled at
             the finest voxel size, as the training views are (None: isotropic).
         az_radius: dilation radius of the synapse mask in the ``masked`` mode.
+        pose: ``native`` (the cube as it lies) or ``canonical`` (turned into the frame of the synapse's own
+            cleft, :class:`~synclr_monai.transforms.pose.CanonicalPose`, from a context around the centre).
 
     Returns:
         ``[3 or 1, S, S, S]`` float32.
 
     Raises:
-        ValueError: the centre lies outside the volume, or an unknown input mode.
+        ValueError: the centre lies outside the volume, or an unknown input mode or pose.
     """
     import torch
 
@@ -508,14 +511,21 @@ def synapse_cube(
     from ..transforms.functional import cut_cube, is_lazy
     from ..transforms.geometry import affine_resample
     from ..transforms.params import view_matrices
+    from ..transforms.pose import CanonicalPose, check_pose, pose_context_size
 
     size = int(cube_size)
+    check_pose(pose)
     center = sheet_point(row, "central")
     if not all(0 <= c < d for c, d in zip(center, volume.shape)):
         raise ValueError(f"{volume.name}: synapse {row.get('Var1')!r} centre {center} lies outside {volume.shape}")
     start = [c - size // 2 for c in center]
     # an out-of-core raw (data_mode chunked: an H5Volume) already has its channel axis; only the cube is read
     raw = volume.raw if is_lazy(volume.raw) else volume.raw[None]
+    if pose == "canonical":
+        # z-scored over the S-cube as the training contexts are, then turned about the centre
+        context = cut_cube(raw, volume.mask, start, size, context=pose_context_size(size), pad=True)
+        x = CanonicalPose(size, voxel_size)(torch.from_numpy(context))
+        return to_input_mode(x[None], input_mode, np.array([az_radius]))[0].contiguous().numpy()
     cube = cut_cube(raw, volume.mask, start, size, pad=True)
     x = torch.from_numpy(cube)
     if is_anisotropic(voxel_size):

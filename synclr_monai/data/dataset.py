@@ -98,6 +98,9 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             16 is 1.1 GB per worker in float32. The masks are exact in float16 and the raw channel (z-scored EM)
             keeps ~3 significant digits, far finer than one grey level of 8-bit EM; the device path computes
             in float32.
+        pose: ``native`` (views as the synapse lies) or ``canonical`` (each view in the frame of its synapse's
+            cleft, :mod:`~synclr_monai.transforms.pose`; the frames are found here, in the workers, and travel
+            in the views' parameters to the device path).
 
     Raises:
         ValueError: empty data, items that are neither loaded nor loadable, bad arguments, and (while
@@ -124,6 +127,7 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
         input_mode: str = "channels",
         pair_mode: str = "same_crop",
         cube_dtype: str = "float16",
+        pose: str = "native",
     ) -> None:
         data = list(data)
         if not data:
@@ -188,7 +192,9 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             delete_source=self.views,
             cube_size=self.cube_size,
             input_mode=input_mode,
+            pose=pose,
         )
+        self.pose = self.view_transform.pose
         self.random_sampler = RandCubeSamplerd(("raw", "mask"), self.cube_size, context=self.view_transform.context_size)
         self.mask_aware_sampler = MaskAwareCubeSamplerd(
             ("raw", "mask"),

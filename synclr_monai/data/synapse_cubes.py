@@ -114,6 +114,7 @@ def iter_dataset_cubes(
     az_radius: int = 2,
     data_mode: str = "memory",
     max_cache_gb: float = 8.0,
+    pose: str = "native",
 ) -> Iterator[tuple[str, str, np.ndarray]]:
     """The encoder inputs of the synapses of a dataset root, loading one bbox at a time.
 
@@ -125,7 +126,7 @@ def iter_dataset_cubes(
             the defaults.
         ids: when given (``bbox_name``, ``Var1``), only these synapses are cut (and only their bboxes
             loaded); every id must exist in the dataset.
-        input_mode, voxel_size, az_radius: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
+        input_mode, voxel_size, az_radius, pose: see :func:`~synclr_monai.data.bbox.synapse_cube` (as in
             training: the encoder's sidecar records them).
         data_mode: ``"memory"`` (each bbox assembled whole, one at a time), ``"chunked"`` (each cube read out of
             the bbox's HDF5 cache; needs ``cache_dir``) or ``"auto"`` (chunked when the largest bbox's assembled
@@ -173,7 +174,7 @@ def iter_dataset_cubes(
             if wanted is not None and key not in wanted:
                 continue
             found.add(key)
-            yield key[0], key[1], synapse_cube(volume, row, cube_size, input_mode, voxel_size, az_radius)
+            yield key[0], key[1], synapse_cube(volume, row, cube_size, input_mode, voxel_size, az_radius, pose)
         del volume  # let the bbox go before the next one is loaded
     if wanted is not None and wanted - found:
         lost = pd.DataFrame(sorted(wanted - found), columns=["bbox_name", "Var1"])
@@ -211,7 +212,7 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         cache_dir: HDF5 cache folder of the assembled bboxes (None: no cache).
         label_maps: label-map overrides.
         ids: only these synapses (``bbox_name``, ``Var1``); None: every synapse of the sheets.
-        input_mode, voxel_size, az_radius: the encoder's input (its sidecar), see
+        input_mode, voxel_size, az_radius, pose: the encoder's input (its sidecar), see
             :func:`~synclr_monai.data.bbox.synapse_cube`.
         shard, num_shards: this process's block of the synapse list (default: from torch.distributed).
         data_mode, max_cache_gb: ``memory``, ``chunked`` (cubes read out of the HDF5 caches, memory bounded by a
@@ -236,8 +237,12 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         num_shards: int | None = None,
         data_mode: str = "memory",
         max_cache_gb: float = 8.0,
+        pose: str = "native",
     ) -> None:
         super().__init__()
+        from synclr_monai.transforms.pose import check_pose
+
+        self.pose = check_pose(pose)
         root = Path(dataset_dir)
         if not root.is_dir():
             raise MissingFileError(f"dataset folder {root} does not exist")
@@ -280,7 +285,7 @@ class SynapseCubeDataset(torch.utils.data.IterableDataset):
         cubes = iter_dataset_cubes(
             self.dataset_dir, self.cube_size, self.cache_dir, self.label_maps, ids=self.ids,
             input_mode=self.input_mode, voxel_size=self.voxel_size, az_radius=self.az_radius,
-            data_mode=self.data_mode,
+            data_mode=self.data_mode, pose=self.pose,
         )  # fmt: skip
         for name, var1, cube in cubes:
             yield {"image": torch.from_numpy(cube), "bbox_name": name, "Var1": var1}
@@ -296,6 +301,7 @@ def labelled_cubes_from_dataset(
     input_mode: str = "channels",
     voxel_size: Sequence[float] | None = None,
     az_radius: int = 2,
+    pose: str = "native",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut the cube of every labelled synapse of a dataset.
 
@@ -306,7 +312,7 @@ def labelled_cubes_from_dataset(
         cache_dir: HDF5 bbox cache folder.
         label_maps: label-map overrides.
         label_column: the label column (default: ``type`` or the only other column).
-        input_mode, voxel_size, az_radius: the encoder's input, as in training
+        input_mode, voxel_size, az_radius, pose: the encoder's input, as in training
             (:func:`~synclr_monai.data.bbox.synapse_cube`).
 
     Returns:
@@ -323,7 +329,7 @@ def labelled_cubes_from_dataset(
     cubes, labels = [], []
     cubes_of = iter_dataset_cubes(
         dataset_dir, cube_size, cache_dir, label_maps, ids=table, input_mode=input_mode, voxel_size=voxel_size,
-        az_radius=az_radius,
+        az_radius=az_radius, pose=pose,
     )  # fmt: skip
     for name, var1, cube in cubes_of:
         cubes.append(np.asarray(cube, dtype=np.float32))

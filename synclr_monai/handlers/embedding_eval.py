@@ -110,13 +110,14 @@ class EmbeddingEvalHandler:
         input_mode: str = "channels",
         voxel_size: Sequence[float] | None = None,
         az_radius: int = 2,
+        pose: str = "native",
         **kwargs: Any,
     ) -> EmbeddingEvalHandler:
         """Build the handler from a dataset root and a labels CSV (convenient in bundle configs).
 
         Args:
             dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode,
-                voxel_size, az_radius: see :func:`~synclr_monai.data.synapse_cubes.labelled_cubes_from_dataset`.
+                voxel_size, az_radius, pose: see :func:`~synclr_monai.data.synapse_cubes.labelled_cubes_from_dataset`.
             kwargs: the remaining ``EmbeddingEvalHandler`` arguments.
 
         Returns:
@@ -126,7 +127,8 @@ class EmbeddingEvalHandler:
         from synclr_monai.data.synapse_cubes import labelled_cubes_from_dataset
 
         cubes, labels = labelled_cubes_from_dataset(
-            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode, voxel_size, az_radius
+            dataset_dir, labels_csv, cube_size, cache_dir, label_maps, label_column, input_mode, voxel_size, az_radius,
+            pose,
         )
         return cls(cubes, labels, **kwargs)
 

@@ -68,6 +68,7 @@ def embeddings_attrs(
         "backbone": spec["backbone"],
         "backbone_kwargs": dict(spec["backbone_kwargs"]),
         "input_mode": spec["input_mode"],
+        "pose": spec.get("pose", "native"),
         "rotations": int(rotations),
         "checkpoint": str(Path(encoder_path).resolve()),
         "label_maps": _jsonable_label_maps(label_maps),
@@ -89,7 +90,8 @@ def run_inference(
     amp: bool = False,
     progress: bool = True,
     input_mode: str | None = None,
-    rotations: int = 24,
+    rotations: int | None = None,
+    pose: str | None = None,
 ) -> Path | None:
     """Embed every synapse listed in the sheets of a dataset with an exported encoder (the bundle's workflow).
 
@@ -112,7 +114,10 @@ def run_inference(
         progress: show a progress bar.
         input_mode: ``channels``, ``masked`` or ``raw`` (None: the sidecar's).
         rotations: 24 averages each synapse's features over the 24 rotations of its cube (pose-invariant;
-            24x the compute), 1 encodes the cube as cut. Recorded in the file's attributes.
+            24x the compute), 4 over the quarter turns about z (the cleft normal of a canonical-pose cube),
+            1 encodes the cube as cut; None: 24 in the native pose, 4 in the canonical pose
+            (:func:`~synclr_monai.networks.rotation_average.default_rotations`). Recorded in the file's attributes.
+        pose: ``native`` or ``canonical`` (None: the sidecar's; see :func:`~synclr_monai.data.bbox.synapse_cube`).
 
     Returns:
         The path of ``embeddings.h5`` (None on the ranks other than 0 when torch.distributed is initialised:
@@ -129,22 +134,25 @@ def run_inference(
     from synclr_monai.data.synapse_cubes import SynapseCubeDataset
     from synclr_monai.inference.writer import EmbeddingsWriter
     from synclr_monai.networks.export import encoder_input_spec, exportable_encoder
-    from synclr_monai.networks.rotation_average import RotationAveragedEncoder
+    from synclr_monai.networks.rotation_average import RotationAveragedEncoder, default_rotations
 
     if not Path(encoder_path).is_file():
         raise MissingFileError(f"encoder file {encoder_path} does not exist")
     spec = encoder_input_spec(
-        encoder_path, backbone=backbone, backbone_kwargs=backbone_kwargs, cube_size=cube_size, input_mode=input_mode
+        encoder_path, backbone=backbone, backbone_kwargs=backbone_kwargs, cube_size=cube_size, input_mode=input_mode,
+        pose=pose,
     )
+    rotations = default_rotations(spec["pose"]) if rotations is None else int(rotations)
     dataset = SynapseCubeDataset(
         dataset_dir, spec["cube_size"], cache_dir=cache_dir, label_maps=label_maps, input_mode=spec["input_mode"],
-        voxel_size=spec["voxel_size"], az_radius=spec["az_radius"],
+        voxel_size=spec["voxel_size"], az_radius=spec["az_radius"], pose=spec["pose"],
     )  # fmt: skip
     encoder = exportable_encoder(spec["backbone"], spec["in_channels"], spec["backbone_kwargs"])
     network = RotationAveragedEncoder(loaded_encoder(encoder, encoder_path), rotations).to(device)
     logger.info(
-        "embedding %d synapses of %s with %s (%s, cube %d, input %s, %d rotation(s) averaged)",
-        len(dataset), dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"], rotations,
+        "embedding %d synapses of %s with %s (%s, cube %d, input %s, %s pose, %d rotation(s) averaged)",
+        len(dataset), dataset_dir, encoder_path, spec["backbone"], spec["cube_size"], spec["input_mode"], spec["pose"],
+        rotations,
     )  # fmt: skip
     writer = EmbeddingsWriter(output_dir, embeddings_attrs(dataset_dir, encoder_path, spec, rotations, label_maps))
     handlers: list[Any] = [writer]

@@ -251,7 +251,7 @@ def save_encoder(
 
 
 #: What an encoder expects of its input, recorded in the sidecar by training (defaults: a sidecar without them).
-INPUT_SPEC_DEFAULTS: dict[str, Any] = {"input_mode": "channels", "voxel_size": None, "az_radius": 2}
+INPUT_SPEC_DEFAULTS: dict[str, Any] = {"input_mode": "channels", "voxel_size": None, "az_radius": 2, "pose": "native"}
 
 
 def encoder_input_spec(
@@ -260,7 +260,7 @@ def encoder_input_spec(
     """The architecture and input of an exported encoder: its sidecar, checked against given values.
 
     The sidecar (``model.json``) is the single truth: ``backbone``, ``backbone_kwargs``, ``in_channels``,
-    ``cube_size``, ``input_mode``, ``voxel_size`` and ``az_radius`` are read from it; a value in ``given``
+    ``cube_size``, ``input_mode``, ``voxel_size``, ``az_radius`` and ``pose`` are read from it; a value in ``given``
     that is not None must agree with it.
 
     Args:
@@ -276,6 +276,7 @@ def encoder_input_spec(
         ValueError: a given value contradicts the sidecar, or a value needed is in neither.
     """
     from synclr_monai.transforms.config import input_channels
+    from synclr_monai.transforms.pose import POSES
 
     meta = read_encoder_metadata(path) or {}
     out: dict[str, Any] = {}
@@ -313,6 +314,8 @@ def encoder_input_spec(
     }
     out["cube_size"] = None if out["cube_size"] is None else int(out["cube_size"])
     out["in_channels"] = input_channels(out["input_mode"])
+    if out["pose"] not in POSES:
+        raise ValueError(f"{metadata_path(path)}: pose must be one of {POSES}, got {out['pose']!r}")
     recorded_channels = meta.get("in_channels")
     if recorded_channels is not None and int(recorded_channels) != out["in_channels"]:
         raise ValueError(f"{metadata_path(path)}: in_channels {recorded_channels} does not fit input_mode {out['input_mode']!r}")

@@ -20,10 +20,34 @@ from torch import nn
 
 from synclr_monai.errors import ConfigError
 
-__all__ = ["CUBE_ROTATION_COUNTS", "cube_rotations", "rotate_cube", "RotationAveragedEncoder"]
+__all__ = [
+    "CUBE_ROTATION_COUNTS",
+    "cube_rotations",
+    "default_rotations",
+    "normal_turns",
+    "rotate_cube",
+    "RotationAveragedEncoder",
+]
 
-#: the supported numbers of rotations: 1 (the cube as cut) or the whole rotation group of the cube
-CUBE_ROTATION_COUNTS: tuple[int, ...] = (1, 24)
+#: the supported numbers of rotations: 1 (the cube as cut), 4 (the quarter turns about z: the cleft normal of
+#: a cube in the canonical pose) or the whole rotation group of the cube (24)
+CUBE_ROTATION_COUNTS: tuple[int, ...] = (1, 4, 24)
+
+
+def default_rotations(pose: str) -> int:
+    """The rotations inference averages over by default: the cube's 24 (native pose) or the 4 turns about the
+    normal (canonical pose: the other rotations would undo the pose the encoder was trained in)."""
+    return 4 if pose == "canonical" else 24
+
+
+def normal_turns() -> list[tuple[tuple[int, int, int], tuple[bool, bool, bool]]]:
+    """The quarter turns about the z axis as ``(perm, flips)`` for :func:`rotate_cube`, identity first.
+
+    In the canonical pose (:mod:`~synclr_monai.transforms.pose`) z is the cleft normal and the in-plane axes
+    have no sign: these four rotations keep the pose and cover the long axis's two signs.
+    """
+    return [((0, 1, 2), (False, False, False)), ((0, 2, 1), (False, True, False)),
+            ((0, 1, 2), (False, True, True)), ((0, 2, 1), (False, False, True))]  # fmt: skip
 
 
 def cube_rotations() -> list[tuple[tuple[int, int, int], tuple[bool, bool, bool]]]:
@@ -65,7 +89,8 @@ class RotationAveragedEncoder(nn.Module):
 
     Args:
         encoder: maps ``[B, C, S, S, S]`` to ``[B, F]``.
-        rotations: 1 (no averaging: the encoder itself) or 24 (the cube's rotation group).
+        rotations: 1 (no averaging: the encoder itself), 4 (the quarter turns about z, :func:`normal_turns`)
+            or 24 (the cube's rotation group).
 
     Raises:
         ConfigError: (a ``ValueError``) for another number of rotations: a bad ``rotations`` setting, reported
@@ -77,12 +102,12 @@ class RotationAveragedEncoder(nn.Module):
         super().__init__()
         if int(rotations) not in CUBE_ROTATION_COUNTS:
             raise ConfigError(
-                f"rotations must be one of {CUBE_ROTATION_COUNTS} (1: the cube as cut; 24: the cube's rotation "
-                f"group), got {rotations!r}"
+                f"rotations must be one of {CUBE_ROTATION_COUNTS} (1: the cube as cut; 4: the turns about z, for "
+                f"the canonical pose; 24: the cube's rotation group), got {rotations!r}"
             )
         self.encoder = encoder
         self.rotations = int(rotations)
-        self._group = cube_rotations()[: self.rotations]
+        self._group = normal_turns() if self.rotations == 4 else cube_rotations()[: self.rotations]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rotations == 1:

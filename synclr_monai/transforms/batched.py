@@ -514,6 +514,8 @@ class BatchedTwoViewAugment(Randomizable):
         crop_method: ``"auto"``, ``"gather"`` or ``"interpolate"`` (see :func:`batched_crop_resize`).
         input_mode: the encoder's input the views are turned into (None: every channel).
         cube_size: the views' edge S (None: the cubes' edge, for views without a context).
+        pose: ``native`` or ``canonical``: with parameters drawn here (none given), the canonical frames are
+            found in the cubes' masks (on the host; a dataset's parameters carry them already).
     """
 
     def __init__(
@@ -523,7 +525,11 @@ class BatchedTwoViewAugment(Randomizable):
         crop_method: str = "auto",
         input_mode: str | None = "channels",
         cube_size: int | None = None,
+        pose: str = "native",
     ) -> None:
+        from .pose import check_pose
+
+        self.pose = check_pose(pose)
         self.config = AugmentConfig.from_any(config)
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"BatchedTwoViewAugment: chunk_size must be >= 1, got {chunk_size}")
@@ -536,11 +542,21 @@ class BatchedTwoViewAugment(Randomizable):
         self.input_mode = input_mode
         self.cube_size = None if cube_size is None else int(cube_size)
 
-    def sample_params(self, batch_size: int, cube_size: int) -> TwoViewParams:
-        """Draw both views' parameters for a batch from ``self.R``."""
+    def sample_params(
+        self, batch_size: int, cube_size: int, frames: np.ndarray | None = None, frames2: np.ndarray | None = None
+    ) -> TwoViewParams:
+        """Draw both views' parameters for a batch from ``self.R`` (``frames``: the canonical pose's, ``[B, 3, 3]``)."""
         return sample_two_view_params(
-            self.R, int(batch_size), int(cube_size), self.config, self.input_mode or "channels"
+            self.R, int(batch_size), int(cube_size), self.config, self.input_mode or "channels", frames, frames2
         )
+
+    def frames(self, cubes: torch.Tensor | None) -> np.ndarray | None:
+        """The canonical frames of a batch's cubes (None in the native pose or without cubes)."""
+        if self.pose != "canonical" or cubes is None:
+            return None
+        from .pose import canonical_frame
+
+        return np.stack([canonical_frame(c, self.config.voxel_size) for c in cubes.detach().cpu()])
 
     def randomize(self, data: Any = None) -> None:
         """Unused: parameters are drawn per call by :meth:`sample_params`."""
@@ -574,7 +590,7 @@ class BatchedTwoViewAugment(Randomizable):
         if cubes2 is not None and tuple(cubes2.shape) != tuple(cubes.shape):
             raise ValueError(f"BatchedTwoViewAugment: cubes2 {tuple(cubes2.shape)} differs from cubes {tuple(cubes.shape)}")
         if params is None:
-            params = self.sample_params(cubes.shape[0], self.cube_size or s)
+            params = self.sample_params(cubes.shape[0], self.cube_size or s, self.frames(cubes), self.frames(cubes2))
         elif isinstance(params, Mapping):
             params = TwoViewParams.from_dict(params)
         if len(params) != cubes.shape[0]:

@@ -251,8 +251,11 @@ class AugmentConfig:
         """Whether the views are resampled from a larger context cube (any 3-D spatial view is on)."""
         return self.rotate3d_prob > 0 or self.flip_prob > 0 or self.zoom_range != (1.0, 1.0) or self.translate_fraction > 0
 
-    def context_size(self, cube_size: int) -> int:
+    def context_size(self, cube_size: int, pose: str = "native") -> int:
         """Edge of the context cube the views are resampled from (``cube_size`` without 3-D views).
+
+        In the canonical pose (:mod:`~synclr_monai.transforms.pose`) every view is turned into its synapse's
+        frame, an arbitrary rotation, so the context always has the reach of a 3-D rotation.
 
         A view is a physical cube sampled on an isotropic grid at the finest voxel size, so along a
         coarser axis it spans fewer context voxels; every output voxel maps into the context, since the
@@ -261,13 +264,15 @@ class AugmentConfig:
 
         Args:
             cube_size: the cube edge S.
+            pose: ``native`` or ``canonical``.
 
         Returns:
             The context edge C >= S, with C - S even.
         """
-        if not self.uses_context:
+        canonical = pose == "canonical"
+        if not (self.uses_context or canonical):
             return int(cube_size)
-        reach = np.sqrt(3.0) if self.rotate3d_prob > 0 else 1.0
+        reach = np.sqrt(3.0) if self.rotate3d_prob > 0 or canonical else 1.0
         half = reach * (cube_size / 2.0) / min(self.zoom_range) + self.translate_fraction * cube_size + 1.0
         edge = max(int(cube_size), int(np.ceil(2.0 * half)))
         # C - S even: the context (cut at start - (C - S) // 2) then has the cube's centre, so an

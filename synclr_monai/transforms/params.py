@@ -256,6 +256,7 @@ def sample_view_params(
     cube_size: int,
     config: AugmentConfig | None = None,
     second_view: bool = False,
+    frames: np.ndarray | None = None,
 ) -> ViewParams:
     """Draw one view's parameters for ``n`` cubes.
 
@@ -265,17 +266,26 @@ def sample_view_params(
         cube_size: the cube edge S (bounds the crop).
         config: probabilities and ranges; None for the lab defaults.
         second_view: also draw stream B (crop-and-resize, mask dropout); otherwise those are identity.
+        frames: ``[n, 3, 3]`` canonical frames of the cubes' synapses (rows: the new axes in physical
+            coordinates, :func:`~synclr_monai.transforms.pose.canonical_frame`), or None for the native pose.
+            Given, every view is resampled in its synapse's frame: the 3-D rotation (``rotate3d_prob``) becomes
+            a uniform turn about the cleft normal, and the normal is never flipped (it would swap the
+            pre- and post-synaptic sides); the 90° turns and the crop-and-resize are not used.
 
     Returns:
         The parameters.
 
     Raises:
-        ValueError: ``n`` < 0 or ``cube_size`` < 1.
+        ValueError: ``n`` < 0, ``cube_size`` < 1, or frames of the wrong shape.
     """
     if n < 0 or cube_size < 1:
         raise ValueError(f"sample_view_params: need n >= 0 and cube_size >= 1, got n={n}, cube_size={cube_size}")
+    if frames is not None:
+        frames = np.asarray(frames, dtype=np.float64)
+        if frames.shape != (n, 3, 3):
+            raise ValueError(f"sample_view_params: frames must be [n, 3, 3] = [{n}, 3, 3], got {frames.shape}")
     cfg = config or AugmentConfig()
-    context = cfg.uses_context
+    context = cfg.uses_context or frames is not None
     rotate = rng.random_sample(n) < (0.0 if context else cfg.rotate_prob)
     rot_plane = rng.randint(0, len(ROTATION_PLANES), size=n)
     rot_k = np.where(rotate, rng.randint(0, cfg.rotate_max_k + 1, size=n), 0)
@@ -300,7 +310,8 @@ def sample_view_params(
         # uniform start in 0..S-edge per axis (what MONAI's RandSpatialCrop draws)
         crop_start = np.floor(rng.random_sample((n, 3)) * (cube_size - crop_size + 1)).astype(np.int64)
         dropout = rng.random_sample(n) < cfg.mask_dropout_prob
-    extra = _sample_strong_views(rng, n, cube_size, cfg, second_view) if _any_strong_view(cfg) else {}
+    strong = _any_strong_view(cfg) or frames is not None
+    extra = _sample_strong_views(rng, n, cube_size, cfg, second_view, frames) if strong else {}
     return ViewParams(rot_plane, rot_k, scale, shift, blur, sigma, crop_start, crop_size, dropout, **extra)
 
 
@@ -356,15 +367,29 @@ def view_matrices(
 
 
 def _sample_strong_views(
-    rng: np.random.RandomState, n: int, cube_size: int, cfg: AugmentConfig, second_view: bool
+    rng: np.random.RandomState,
+    n: int,
+    cube_size: int,
+    cfg: AugmentConfig,
+    second_view: bool,
+    frames: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The stronger views' parameters (see :class:`ViewParams`), each drawn only when its probability is on."""
     out: dict[str, np.ndarray] = {}
     voxel = np.asarray(cfg.voxel_size, dtype=np.float64)
-    if cfg.uses_context or is_anisotropic(cfg.voxel_size):
+    if cfg.uses_context or is_anisotropic(cfg.voxel_size) or frames is not None:
         rotate = rng.random_sample(n) < cfg.rotate3d_prob
-        rotation = np.where(rotate[:, None, None], random_rotations(rng, n), np.eye(3))
+        if frames is None:
+            rotation = np.where(rotate[:, None, None], random_rotations(rng, n), np.eye(3))
+        else:
+            from .pose import turns_about_normal
+
+            # output offsets are in the synapse's frame: turned about its normal, then into physical space
+            angle = np.where(rotate, rng.uniform(0.0, 2.0 * np.pi, size=n), 0.0)
+            rotation = np.transpose(frames, (0, 2, 1)) @ turns_about_normal(n, angle)
         flips = rng.random_sample((n, 3)) < cfg.flip_prob
+        if frames is not None:
+            flips[:, 0] = False  # flipping the normal would swap the pre- and post-synaptic sides
         zoom = rng.uniform(cfg.zoom_range[0], cfg.zoom_range[1], size=n)
         out["affine"] = view_matrices(rotation, flips, zoom, cfg.voxel_size)
         reach = cfg.translate_fraction * cube_size * voxel.min() / voxel
@@ -414,6 +439,8 @@ def sample_two_view_params(
     cube_size: int,
     config: AugmentConfig | None = None,
     input_mode: str = "channels",
+    frames: np.ndarray | None = None,
+    frames2: np.ndarray | None = None,
 ) -> TwoViewParams:
     """Draw both views' parameters for ``n`` cubes (view 1: stream A; view 2: streams A and B).
 
@@ -424,13 +451,16 @@ def sample_two_view_params(
         config: probabilities and ranges; None for the lab defaults.
         input_mode: the encoder's input mode; ``"masked"`` also draws each view's synapse-mask dilation
             radius (last, so the other draws do not depend on the mode).
+        frames: ``[n, 3, 3]`` the synapses' canonical frames (the canonical pose; see
+            :func:`sample_view_params`), or None for the native pose.
+        frames2: the second view's frames when it is cut from another cube (None: ``frames``).
 
     Returns:
         The parameters.
     """
     cfg = config or AugmentConfig()
-    view1 = sample_view_params(rng, n, cube_size, cfg, second_view=False)
-    view2 = sample_view_params(rng, n, cube_size, cfg, second_view=True)
+    view1 = sample_view_params(rng, n, cube_size, cfg, second_view=False, frames=frames)
+    view2 = sample_view_params(rng, n, cube_size, cfg, second_view=True, frames=frames if frames2 is None else frames2)
     if input_mode == "masked":
         lo, hi = cfg.active_zone_radius
         view1.az_radius = rng.randint(lo, hi + 1, size=n).astype(np.int64)

@@ -100,6 +100,8 @@ class CleftComponents:
     stops: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
     sizes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     masks: list[np.ndarray] = field(default_factory=list)
+    # canonical frames already found, per (component, voxel size): a component's frame never changes
+    _frames: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
@@ -142,6 +144,44 @@ class CleftComponents:
             dst.append(slice(a0 - a, a1 - a))
         out[tuple(dst)] = self.masks[k][tuple(src)]
         return out
+
+    def centre(self, k: int) -> np.ndarray:
+        """Component ``k``'s centroid ``(z, y, x)`` in bbox voxels (float; the sheets' cleft centre of its synapse)."""
+        return np.argwhere(self.masks[k]).mean(axis=0) + self.starts[k]
+
+    def centred_cube_start(self, k: int, size: int) -> np.ndarray:
+        """The start of the cube of edge ``size`` centred on component ``k`` (may reach past the volume: padded)."""
+        return np.round(self.centre(k)).astype(np.int64) - size // 2
+
+    def frame(self, k: int, mask: Any, voxel_size: Sequence[float] | None = None) -> np.ndarray:
+        """The canonical frame (:func:`~synclr_monai.transforms.pose.synapse_frame`) of component ``k``'s synapse.
+
+        Its own cleft voxels give the plane; the pre-synaptic (else post-synaptic) mask of the bbox around
+        them gives the normal's sign (only that box is read from an out-of-core mask). Cached per component.
+
+        Args:
+            k: component index.
+            mask: the bbox's ``[2 or 3, Z, Y, X]`` masks (pre-synaptic, cleft[, post-synaptic]).
+            voxel_size: ``(z, y, x)`` physical voxel size (None: isotropic).
+
+        Returns:
+            ``[3, 3]`` rows: the new (z, y, x) axes in physical coordinates.
+        """
+        from .pose import SIDE_MARGIN, synapse_frame
+
+        key = (int(k), None if voxel_size is None else tuple(float(v) for v in voxel_size))
+        if key not in self._frames:
+            margin = int(np.ceil(SIDE_MARGIN))
+            lo = np.maximum(self.starts[k] - margin, 0)
+            hi = np.minimum(self.stops[k] + margin, self.shape)
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            cleft = np.zeros(tuple(hi - lo), dtype=bool)
+            inner = tuple(slice(int(a - b), int(c - b)) for a, c, b in zip(self.starts[k], self.stops[k], lo))
+            cleft[inner] = self.masks[k]
+            sides = np.asarray(mask[(slice(None), *box)])  # one read of the box (an H5Volume reads no more)
+            post = sides[2] if sides.shape[0] > 2 else None
+            self._frames[key] = synapse_frame(cleft, sides[0], post, voxel_size)
+        return self._frames[key]
 
     def random_cube_start(self, k: int, size: int, rng: np.random.RandomState) -> np.ndarray:
         """A random cube position that holds component ``k`` (as much of it as a cube can).
@@ -340,6 +380,10 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
             nearby-location positives; written to ``second_key``).
         second_key: where the second cube goes in ``"nearby"`` mode.
 
+    When the view transform works in the canonical pose (``pose="canonical"``), the cube is centred on the
+    component's centroid (where inference centres a synapse: its cleft centre) and both views are drawn in
+    the component's frame (:meth:`CleftComponents.frame`).
+
     With a ``view_transform`` whose views are resampled from a context (3-D rotation), the cubes are
     that context (edge ``view_transform.context_size``) and the shared fraction is counted through each
     view's resample.
@@ -418,14 +462,23 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         c, s = self.context, self.cube_size
         return comps.cube_mask(k, start - (c - s) // 2, c)
 
-    def _attempt(self, comps: CleftComponents) -> tuple[float, np.ndarray, Any, np.ndarray | None, int]:
+    def _attempt(self, comps: CleftComponents, mask: Any) -> tuple[float, np.ndarray, Any, np.ndarray | None, int]:
         s = self.cube_size
         k = int(self.R.randint(len(comps)))
+        canonical = self.view_transform is not None and self.view_transform.pose == "canonical"
         start = comps.random_cube_start(k, s, self.R)
+        if canonical:
+            # the canonical pose puts the synapse at the centre too, as inference cuts it (its cleft centre); the
+            # views' translation (translate_fraction) still moves it
+            start = comps.centred_cube_start(k, s)
         start2 = comps.random_cube_start(k, s, self.R) if self.pair_mode == "nearby" else None
         params = None
         if self.view_transform is not None:
-            params = self.view_transform.randomize(s)
+            frame = None
+            if canonical:
+                # the frame of the very synapse the cube is cut around, whatever else the cube holds
+                frame = comps.frame(k, mask, self.view_transform.config.voxel_size)
+            params = self.view_transform.randomize(s, frame)
             in_cube = self._component_in(comps, k, start)
             in_cube2 = in_cube if start2 is None else self._component_in(comps, k, start2)
             kept = min(retained_voxels(in_cube, params.view1), retained_voxels(in_cube2, params.view2))
@@ -448,7 +501,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         best: tuple[float, np.ndarray, Any, np.ndarray | None, int] | None = None
         if len(comps):
             for _ in range(1 + self.max_retries):
-                attempt = self._attempt(comps)
+                attempt = self._attempt(comps, mask)
                 if best is None or attempt[0] > best[0]:
                     best = attempt
                 if attempt[0] >= self.min_shared_fraction:
@@ -456,7 +509,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         start2 = None
         if best is None:
             start = np.array([self.R.randint(n - self.cube_size + 1) for n in shape], dtype=np.int64)
-            params = self.view_transform.randomize(self.cube_size) if self.view_transform is not None else None
+            params = None
             fallback, component = True, -1
         else:
             fraction, start, params, start2, component = best
@@ -472,5 +525,9 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         if self.component_key is not None:
             d[self.component_key] = int(component)
         if self.view_transform is not None:
+            if params is None:  # no component: the views' frame (canonical pose) from the cube's own masks
+                second = d.get(self.second_key)
+                frame2 = None if second is None else self.view_transform.frame(second)
+                params = self.view_transform.randomize(self.cube_size, self.view_transform.frame(d[self.output_key]), frame2)
             self.view_transform.apply(d, params)
         return d

@@ -8,9 +8,12 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
+import numpy as np
+
 from .config import INPUT_MODES, AugmentConfig
 from .functional import apply_view_params, as_float_tensor, check_cube
 from .params import TwoViewParams, sample_two_view_params
+from .pose import canonical_frame, check_pose
 
 __all__ = ["RandTwoViewd"]
 
@@ -48,9 +51,13 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         input_mode: the encoder's input (:data:`~.config.INPUT_MODES`) the views are turned into; None
             keeps every channel of the cube.
         second_key: the key of an optional second cube for the second view.
+        pose: ``native`` (the views as the synapse lies) or ``canonical`` (each view resampled in the frame of
+            the cube's central synapse, :mod:`~synclr_monai.transforms.pose`; the 3-D rotation becomes a turn
+            about the cleft normal). The frame is found in the cube's masks here, or given to
+            :meth:`randomize` by a sampler that knows the synapse (mask-aware sampling).
 
     Raises:
-        ValueError: more than one key.
+        ValueError: more than one key, or an unknown input mode or pose.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         cube_size: int | None = None,
         input_mode: str | None = "channels",
         second_key: str = "image2",
+        pose: str = "native",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
@@ -83,16 +91,36 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         self.cube_size = None if cube_size is None else int(cube_size)
         self.input_mode = input_mode
         self.second_key = second_key
+        self.pose = check_pose(pose)
 
     @property
     def context_size(self) -> int | None:
         """Edge of the cube the views are made from (None: any, when ``cube_size`` is not set)."""
-        return None if self.cube_size is None else self.config.context_size(self.cube_size)
+        return None if self.cube_size is None else self.config.context_size(self.cube_size, self.pose)
 
-    def randomize(self, cube_size: int) -> TwoViewParams:  # type: ignore[override]
-        """Draw both views' parameters for views of edge ``cube_size``; also kept in ``self.params``."""
-        self.params = sample_two_view_params(self.R, 1, int(cube_size), self.config, self.input_mode or "channels")
+    def randomize(  # type: ignore[override]
+        self, cube_size: int, frame: np.ndarray | None = None, frame2: np.ndarray | None = None
+    ) -> TwoViewParams:
+        """Draw both views' parameters for views of edge ``cube_size``; also kept in ``self.params``.
+
+        Args:
+            cube_size: the views' edge S.
+            frame: in the canonical pose, the ``[3, 3]`` frame of the synapse (None: the native pose; in the
+                canonical pose the identity, a cube without a cleft).
+            frame2: the second view's frame when it is cut from a second cube (None: ``frame``).
+        """
+        frames = frames2 = None
+        if self.pose == "canonical":
+            frames = (np.eye(3) if frame is None else np.asarray(frame, dtype=np.float64))[None]
+            frames2 = None if frame2 is None else np.asarray(frame2, dtype=np.float64)[None]
+        self.params = sample_two_view_params(
+            self.R, 1, int(cube_size), self.config, self.input_mode or "channels", frames=frames, frames2=frames2
+        )
         return self.params
+
+    def frame(self, cube: Any) -> np.ndarray | None:
+        """The canonical frame of the synapse at the centre of ``cube`` (None in the native pose)."""
+        return canonical_frame(cube, self.config.voxel_size) if self.pose == "canonical" else None
 
     def apply(self, d: dict, params: TwoViewParams) -> dict:
         """Write the views (or the parameters) of ``d[key]`` for fixed ``params`` into ``d``.
@@ -127,5 +155,8 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
         keys = list(self.key_iterator(d))
         if not keys:
             return d
-        params = self.randomize(self.cube_size or d[keys[0]].shape[1])
+        cube = d[keys[0]]
+        second = d.get(self.second_key)
+        frame2 = None if second is None else self.frame(second)
+        params = self.randomize(self.cube_size or cube.shape[1], self.frame(cube), frame2)
         return self.apply(d, params)

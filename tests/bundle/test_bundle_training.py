@@ -135,16 +135,23 @@ def test_two_process_ddp_through_the_bundle(synthetic_root, tmp_path):
 
 
 def test_training_in_chunked_mode_through_the_bundle(synthetic_root, tmp_path):
-    """``--data_mode chunked``: cubes read from the HDF5 caches by two workers, mask-aware from the component table."""
+    """``--data_mode chunked``: cubes read from the HDF5 caches by two workers, mask-aware from the component table;
+    in the canonical pose (the components' frames read out of the caches), which the sidecar hands to inference."""
     out = tmp_path / "chunked"
     args = _train_args(
         synthetic_root, out, "--data_mode", "chunked", "--sampling", "mask_aware", "--min_component_size", "20",
-        "--num_workers", "2", "--max_epochs", "1",
+        "--num_workers", "2", "--max_epochs", "1", "--pose", "canonical",
     )  # fmt: skip
     res = _bundle(tmp_path, *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "final_2.pt" in {p.name for p in (out / "checkpoints").glob("*.pt")}
     assert sorted(p.name for p in (out / "cache").glob("*.h5")) == ["bbox1.h5", "bbox2.h5"]
+    assert json.loads((out / "model.json").read_text())["pose"] == "canonical"
+    from synclr_monai.evaluation.embeddings import read_embeddings
+    from synclr_monai.inference import run_inference
+
+    _, vectors, attrs = read_embeddings(run_inference(synthetic_root, out / "model.pt", tmp_path / "emb", progress=False))
+    assert attrs["pose"] == "canonical" and attrs["rotations"] == 4 and np.isfinite(vectors).all()
 
 
 def test_train_config_resolves_the_data_mode(synthetic_root, tmp_path):

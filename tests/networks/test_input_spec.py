@@ -211,3 +211,29 @@ def test_finetune_takes_the_sidecar_backbone_kwargs_and_input_channels(tmp_path)
     assert segmentation_backbone(masked, in_channels=1)[0] == "resnet10"
     with pytest.raises(ValueError, match=r"model\.json: the encoder was trained on 1 input channels"):
         segmentation_backbone(masked, in_channels=3)
+
+
+def test_inference_honours_the_sidecar_canonical_pose(synthetic_root, tmp_path):
+    path = export_masked(tmp_path, pose="canonical")
+    assert encoder_input_spec(path)["pose"] == "canonical"
+    assert encoder_input_spec(export_masked(tmp_path / "old"))["pose"] == "native"  # a sidecar from before poses
+    with pytest.raises(ValueError, match=r"model\.json: the encoder was trained with pose='canonical'"):
+        run_inference(synthetic_root, path, tmp_path / "bad", progress=False, pose="native")
+    h5 = run_inference(synthetic_root, path, tmp_path / "out", batch_size=4, progress=False)
+    ids, vectors, attrs = read_embeddings(h5)
+    assert attrs["pose"] == "canonical" and attrs["rotations"] == 4  # the turns about the normal, by default
+    network = build_backbone("resnet10", in_channels=1)
+    load_encoder(network, path)
+    network.eval()
+    vol = assemble_bbox(find_bboxes(synthetic_root)[0])
+    row = vol.synapses.iloc[0]
+    cube = torch.from_numpy(synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=3, pose="canonical"))[None]
+    native = synapse_cube(vol, row, CUBE, input_mode="masked", az_radius=3)
+    assert cube.shape == (1, 1, CUBE, CUBE, CUBE) and not np.allclose(cube[0].numpy(), native)
+    with torch.no_grad():
+        expected = np.mean([network(torch.rot90(cube, k, dims=(3, 4)))[0].numpy() for k in range(4)], axis=0)
+    first = np.flatnonzero((ids["bbox_name"] == vol.name) & (ids["Var1"] == str(row["Var1"])))
+    np.testing.assert_allclose(vectors[first[0]], expected, rtol=1e-4, atol=1e-5)
+    bad = export_masked(tmp_path / "bad_pose", pose="upright")
+    with pytest.raises(ValueError, match=r"model\.json: pose must be one of"):
+        encoder_input_spec(bad)

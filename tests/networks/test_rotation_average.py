@@ -68,3 +68,18 @@ def test_one_rotation_is_the_encoder_itself_and_bad_counts_are_refused():
         RotationAveragedEncoder(encoder, 12)
     with pytest.raises(ValueError, match="expected cubes"):
         RotationAveragedEncoder(encoder, 24)(torch.randn(1, 1, 16, 16, 8))
+
+
+def test_four_rotations_are_the_quarter_turns_about_the_normal():
+    from synclr_monai.networks.rotation_average import default_rotations, normal_turns
+
+    x = torch.randn(2, 1, 8, 8, 8)
+    turned = [rotate_cube(x, perm, flips) for perm, flips in normal_turns()]
+    for k, t in enumerate(turned):  # z (the canonical pose's cleft normal) stays; (y, x) turn by k quarters
+        torch.testing.assert_close(t, torch.rot90(x, k, dims=(3, 4)))
+    encoder = build_backbone("resnet10", in_channels=1, widen_factor=0.25).eval()
+    with torch.no_grad():
+        averaged = RotationAveragedEncoder(encoder, 4)(x)
+        torch.testing.assert_close(averaged, sum(encoder(t.contiguous()) for t in turned) / 4)
+        torch.testing.assert_close(RotationAveragedEncoder(encoder, 4)(torch.rot90(x, 1, dims=(3, 4))), averaged)
+    assert default_rotations("canonical") == 4 and default_rotations("native") == 24
