@@ -3,7 +3,8 @@
 ``benchmarks/canonical_pose.py`` shows that a fixed embedding groups the types far better once each synapse
 is turned into the pose of its own cleft (normal along z, pre-synaptic side below, long axis along x). This
 benchmark asks whether training gains as much. It is a small, self-contained training loop, **not** the
-package's training path (the bundle has no pose option yet): per synapse of the sheets one context of edge
+package's training path (which has the pose since: ``pose: canonical``, measured through the bundle by
+``benchmarks/representation.py``'s ``*_canonical`` rows): per synapse of the sheets one context of edge
 64 (channels mode: raw, pre-synaptic mask, cleft mask), half-width ResNet-10 + the default head, NT-Xent at
 T 0.2, AdamW 1e-3 with warm-up and cosine, batch 16 from one bbox, 160 steps, two views per cube:
 

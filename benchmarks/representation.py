@@ -48,9 +48,9 @@ LAB_VIEWS = {
 LAB_OPTIM = {"optimizer_name": "lars", "base_lr": 1.6, "lars_eta": 0.1, "weight_decay": 1.0e-6, "temperature": 0.1}
 SO3 = {"rotate3d_prob": 1.0, "flip_prob": 0.5}
 #: Every configuration states these, so that it does not depend on demo.yaml's choice of them.
-CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop", "same_bbox_batches": False}
+CHANNELS = {"input_mode": "channels", "pair_mode": "same_crop", "same_bbox_batches": False, "pose": "native"}
 
-#: The defaults (train.yaml + demo.yaml): masked input, same-crop pairs, every batch from one bbox.
+#: The defaults of the second to sixth passes: masked input, same-crop pairs, every batch from one bbox.
 MASKED_BBOX = {**CHANNELS, "input_mode": "masked", "same_bbox_batches": True}
 #: No view that changes the apparent size of structures (the lab's crop-and-resize, the zoom of the affine).
 NO_SCALE = {"augment#crop_prob": 0.0, "augment#zoom_range": [1.0, 1.0]}
@@ -85,7 +85,7 @@ GRID: dict[str, tuple[str, dict]] = {
     "nearby": ("all views, nearby-location pairs", {**CHANNELS, "pair_mode": "nearby"}),
     "masked_nearby": ("all views, masked input, nearby pairs", {"input_mode": "masked", "pair_mode": "nearby", "same_bbox_batches": False}),
     "masked_bbox_batches": (
-        "masked, same crop, every batch from one bbox (train.yaml)",
+        "masked, same crop, every batch from one bbox (the defaults of passes 2-6)",
         dict(MASKED_BBOX),
     ),
     "masked_bbox_noblur": (
@@ -182,7 +182,8 @@ GRID: dict[str, tuple[str, dict]] = {
         {**MASKED_BBOX, "pose": "canonical"},
     ),
     "channels_bbox_canonical": (
-        "the canonical pose with the 3-channel input (raw, pre, cleft), every batch from one bbox",
+        "the canonical pose with the 3-channel input (raw, pre, cleft), every batch from one bbox (train.yaml since "
+        "the seventh pass)",
         {**CHANNELS, "same_bbox_batches": True, "pose": "canonical"},
     ),
 }

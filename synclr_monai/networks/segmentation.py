@@ -296,6 +296,13 @@ def segmentation_backbone(
         )
         name = look_up_option(spec["backbone"], BACKBONE_NAMES)
         kwargs = dict(spec["backbone_kwargs"])
+        if spec["pose"] == "canonical":
+            # the pose is the cleft's frame, and the cleft is what segmentation predicts: it cannot turn its own
+            # input, so the segmentation sees volumes as they lie (the encoder's filters transfer, not its pose)
+            logger.info(
+                "%s was pre-trained on synapses in the canonical pose; segmentation inputs are used as they lie",
+                encoder_path,
+            )
         recorded = _recorded_in_channels(meta)
         if in_channels is not None and recorded is not None and recorded != in_channels:
             raise ValueError(

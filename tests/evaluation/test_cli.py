@@ -133,3 +133,11 @@ def test_inference_and_evaluate_with_baselines_on_synthetic_data(tmp_path):
     assert row["knn_acc"] == pytest.approx(knn_accuracy(rand, y, k=3).mean)
     assert row["linear_acc"] == pytest.approx(linear_probe_accuracy(rand, y).mean)
     assert _valid_png(out / "embedding_2d.png") and _valid_png(out / "cluster_examples.png")
+
+
+def test_the_baselines_keep_the_native_protocol_beside_canonical_embeddings():
+    from synclr_monai.evaluation.cli import _baseline_rotations
+
+    assert _baseline_rotations({"pose": "canonical", "rotations": 4}) == 24  # the 4 normal turns mean nothing there
+    assert _baseline_rotations({"pose": "native", "rotations": 1}) == 1
+    assert _baseline_rotations({"rotations": 24}) == 24 and _baseline_rotations({}) == 1
