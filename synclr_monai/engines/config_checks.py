@@ -43,6 +43,8 @@ def check_training_config(
     sampling: str = "random",
     mask_aware_epoch: int | None = None,
     world_size: int = 1,
+    input_mode: str = "channels",
+    pose: str = "native",
 ) -> dict[str, Any]:
     """Validate the training configuration against the data before anything is built.
 
@@ -59,6 +61,8 @@ def check_training_config(
         sampling: initial sampling mode.
         mask_aware_epoch: epoch of the switch to mask-aware sampling (None: never).
         world_size: number of processes (DDP).
+        input_mode: the encoder's input (``channels``, ``masked``, ``raw``).
+        pose: ``native`` or ``canonical``.
 
     A run with mask-aware sampling needs synapses: a bbox whose sheet lists none is refused.
 
@@ -88,6 +92,13 @@ def check_training_config(
         raise TrainingConfigError(f"cubes_per_bbox: must be an integer >= 1, got {cubes_per_bbox!r}")
     if amp_dtype not in ("bfloat16", "float16"):
         raise TrainingConfigError(f"amp_dtype: must be 'bfloat16' or 'float16', got {amp_dtype!r}")
+    from synclr_monai.transforms.config import INPUT_MODES
+    from synclr_monai.transforms.pose import POSES
+
+    if input_mode not in INPUT_MODES:
+        raise TrainingConfigError(f"input_mode: must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
+    if pose not in POSES:
+        raise TrainingConfigError(f"pose: must be one of {', '.join(POSES)}, got {pose!r}")
     if sampling not in ("random", "mask_aware"):
         raise TrainingConfigError(f"sampling: must be 'random' or 'mask_aware', got {sampling!r}")
     if mask_aware_epoch is not None and (not isinstance(mask_aware_epoch, int) or mask_aware_epoch < 1):

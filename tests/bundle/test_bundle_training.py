@@ -103,6 +103,7 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     [
         (["--backbone", "resnet99"], "backbone: unknown 'resnet99'"),
         (["--cube_size", "64"], "cube_size: 64 is larger than the volume"),
+        (["--pose", "upright"], "pose: must be one of native, canonical, got 'upright'"),
     ],
 )
 def test_bad_config_fails_at_start_with_a_clear_message(synthetic_root, tmp_path, override, message):
