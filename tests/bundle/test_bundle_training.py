@@ -60,8 +60,9 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["backbone"] == "resnet10"
     # the sidecar records the encoder's input: inference reads it from there
-    # (train.yaml's default input: the EM masked by the synapse mask, one channel)
-    assert meta["cube_size"] == 16 and meta["input_mode"] == "masked" and meta["in_channels"] == 1
+    # (train.yaml's default input: raw, pre-synaptic and cleft masks, in the canonical pose)
+    assert meta["cube_size"] == 16 and meta["input_mode"] == "channels" and meta["in_channels"] == 3
+    assert meta["pose"] == "canonical"
     assert list((out / "wandb").glob("offline-run-*")), "W&B runs offline by default"
 
     # inference with the exported encoder: one embedding per sheet row, ids as in the sheets
@@ -86,7 +87,7 @@ def test_training_then_inference_through_monai_bundle(synthetic_root, tmp_path):
     from synclr_monai.inference import run_inference
 
     py_ids, py_vectors, attrs = read_embeddings(run_inference(synthetic_root, out / "model.pt", tmp_path / "py", progress=False))
-    assert py_ids.equals(ids) and attrs["rotations"] == 24
+    assert py_ids.equals(ids) and attrs["rotations"] == 4 and attrs["pose"] == "canonical"  # 4 turns about the normal
     assert torch.allclose(torch.from_numpy(py_vectors), torch.from_numpy(vectors), atol=1e-5)
 
     # restarting a finished run (through the model zoo's `run` entry) resumes from its last checkpoint and
