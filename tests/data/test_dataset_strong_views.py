@@ -51,3 +51,28 @@ def test_worker_views_equal_device_views(synthetic_root, input_mode, pair_mode):
     h1, h2 = aug(half["image"], half["view_params"], half.get("image2"))
     torch.testing.assert_close(h1, v1, rtol=2e-3, atol=2e-3)
     torch.testing.assert_close(h2, v2, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("sampling", ["mask_aware", "random"])
+def test_canonical_pose_worker_views_equal_device_views(synthetic_root, sampling):
+    """The canonical pose on real generated bboxes: frames found in the workers (from the component, or from the
+    random cube's masks) travel in the parameters, so the device applies the very views the workers would make."""
+    kw = {"pose": "canonical"}
+    here = make(synthetic_root, True, "channels", "same_crop", **kw)
+    there = make(synthetic_root, False, "channels", "same_crop", cube_dtype="float32", **kw)
+    native = make(synthetic_root, True, "channels", "same_crop")
+    for ds in (here, there, native):
+        ds.set_sampling_mode(sampling)
+    assert here.view_transform.context_size >= 1.73 * CUBE
+    raw = [there[i] for i in range(len(there))]
+    batch = default_collate(raw)
+    v1, v2 = BatchedTwoViewAugment(AUGMENT, input_mode="channels", cube_size=CUBE, pose="canonical")(
+        batch["image"], batch["view_params"]
+    )
+    differs = False
+    for i in range(len(here)):
+        s = here[i]
+        torch.testing.assert_close(s["view1"], v1[i], rtol=0, atol=1e-4)
+        torch.testing.assert_close(s["view2"], v2[i], rtol=0, atol=1e-4)
+        differs |= not torch.allclose(s["view1"], native[i]["view1"])
+    assert differs  # the pose changes the views (same seeds, native pose)
