@@ -129,7 +129,9 @@ def synapse_frame(
     return np.stack([normal, np.cross(x, normal), x])
 
 
-def canonical_frame(cube: NdarrayOrTensor, voxel_size: Sequence[float] | None = None) -> np.ndarray:
+def canonical_frame(
+    cube: NdarrayOrTensor, voxel_size: Sequence[float] | None = None, reach: int | None = None
+) -> np.ndarray:
     """The canonical axes of the synapse at the centre of a cube (or context) of the package's layout.
 
     The synapse is the cleft component (26-connected) nearest to the cube's centre: a neighbouring synapse's
@@ -138,6 +140,9 @@ def canonical_frame(cube: NdarrayOrTensor, voxel_size: Sequence[float] | None = 
     Args:
         cube: ``[3 or 4, Z, Y, X]`` raw, pre-synaptic mask, cleft mask[, post-synaptic mask].
         voxel_size: ``(z, y, x)`` physical voxel size (None: isotropic).
+        reach: only the central box of half-edge ``reach`` voxels is looked at (None: the whole cube). A
+            random cube's views take their frame from the masks near the view (a 142³ context of 80³ views
+            costs 20 ms to label whole, 3x less cut to the view and a margin).
 
     Returns:
         ``[3, 3]`` rows (see :func:`synapse_frame`); the identity without a cleft.
@@ -148,6 +153,10 @@ def canonical_frame(cube: NdarrayOrTensor, voxel_size: Sequence[float] | None = 
     c = cube.detach().cpu().numpy() if isinstance(cube, torch.Tensor) else np.asarray(cube)
     if c.ndim != 4 or c.shape[0] < 3:
         raise ValueError(f"canonical_frame: expected [3 or 4, Z, Y, X] (raw, pre, cleft[, post]), got {c.shape}")
+    if reach is not None:
+        # a box with the same centre: (n - 1) / 2 stays the centre when the same number is cut from both ends
+        cut = [max((n - 1) // 2 - int(reach), 0) for n in c.shape[1:]]
+        c = c[(slice(None), *(slice(a, n - a) for a, n in zip(cut, c.shape[1:])))]
     cleft = c[CLEFT_CHANNEL] > 0.5
     idx = np.argwhere(cleft)
     if len(idx) < MIN_CLEFT_VOXELS:

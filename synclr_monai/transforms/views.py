@@ -13,7 +13,7 @@ import numpy as np
 from .config import INPUT_MODES, AugmentConfig
 from .functional import apply_view_params, as_float_tensor, check_cube
 from .params import TwoViewParams, sample_two_view_params
-from .pose import canonical_frame, check_pose
+from .pose import SIDE_MARGIN, canonical_frame, check_pose
 
 __all__ = ["RandTwoViewd"]
 
@@ -120,7 +120,11 @@ class RandTwoViewd(RandomizableTransform, MapTransform):
 
     def frame(self, cube: Any) -> np.ndarray | None:
         """The canonical frame of the synapse at the centre of ``cube`` (None in the native pose)."""
-        return canonical_frame(cube, self.config.voxel_size) if self.pose == "canonical" else None
+        if self.pose != "canonical":
+            return None
+        # the masks near the views: half the view's edge and the margin the normal's sign looks into
+        reach = None if self.cube_size is None else self.cube_size // 2 + int(np.ceil(SIDE_MARGIN))
+        return canonical_frame(cube, self.config.voxel_size, reach)
 
     def apply(self, d: dict, params: TwoViewParams) -> dict:
         """Write the views (or the parameters) of ``d[key]`` for fixed ``params`` into ``d``.

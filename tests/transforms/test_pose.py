@@ -80,6 +80,8 @@ def test_the_frame_is_that_of_the_synapse_nearest_the_centre():
     other[2, :, :, :28] = 0  # the neighbour's cleft stays a separate component, away from the centre
     cube[2] = np.maximum(cube[2], other[2])
     check_frame(canonical_frame(cube), near[0], near[2])
+    # looking only near the centre (a view's reach) finds the same synapse, cut to the box around the centre
+    check_frame(canonical_frame(cube, reach=14), near[0], near[2])
 
 
 def test_without_a_cleft_the_frame_is_the_identity():
