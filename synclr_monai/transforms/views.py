@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
-
-import numpy as np
 
 from .config import INPUT_MODES, AugmentConfig
 from .functional import apply_view_params, as_float_tensor, check_cube
