@@ -194,7 +194,6 @@ class ContrastiveCubeDataset(torch.utils.data.Dataset):
             input_mode=input_mode,
             pose=pose,
         )
-        self.pose = self.view_transform.pose
         self.random_sampler = RandCubeSamplerd(("raw", "mask"), self.cube_size, context=self.view_transform.context_size)
         self.mask_aware_sampler = MaskAwareCubeSamplerd(
             ("raw", "mask"),

@@ -142,7 +142,7 @@ def canonical_frame(
         voxel_size: ``(z, y, x)`` physical voxel size (None: isotropic).
         reach: only the central box of half-edge ``reach`` voxels is looked at (None: the whole cube). A
             random cube's views take their frame from the masks near the view (a 142³ context of 80³ views
-            costs 20 ms to label whole, 3x less cut to the view and a margin).
+            costs ~3x more to label whole than cut to the view and a margin: ``benchmarks/pose_frames.py``).
 
     Returns:
         ``[3, 3]`` rows (see :func:`synapse_frame`); the identity without a cleft.

@@ -466,6 +466,7 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         s = self.cube_size
         k = int(self.R.randint(len(comps)))
         canonical = self.view_transform is not None and self.view_transform.pose == "canonical"
+        # drawn in both poses, so that the draws after it (views, second cube) follow one stream
         start = comps.random_cube_start(k, s, self.R)
         if canonical:
             # the canonical pose puts the synapse at the centre too, as inference cuts it (its cleft centre); the
@@ -525,9 +526,8 @@ class MaskAwareCubeSamplerd(Randomizable, MapTransform):
         if self.component_key is not None:
             d[self.component_key] = int(component)
         if self.view_transform is not None:
-            if params is None:  # no component: the views' frame (canonical pose) from the cube's own masks
-                second = d.get(self.second_key)
-                frame2 = None if second is None else self.view_transform.frame(second)
-                params = self.view_transform.randomize(self.cube_size, self.view_transform.frame(d[self.output_key]), frame2)
+            if params is None:  # no component: the views' frame (canonical pose) from the cube's own masks (a
+                # nearby-pair second cube is then the same cube: one frame serves both views)
+                params = self.view_transform.randomize(self.cube_size, self.view_transform.frame(d[self.output_key]))
             self.view_transform.apply(d, params)
         return d

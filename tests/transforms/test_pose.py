@@ -209,3 +209,19 @@ def test_components_are_found_once_per_bbox_and_their_frames_cached():
     item["mask"][0] = 0  # a cached frame does not read the masks again
     assert comps.frame(0, item["mask"]) is first
     assert comps.frame(0, item["mask"], (2.0, 1.0, 1.0)) is not first  # another voxel size, another frame
+
+
+def test_a_bbox_without_components_takes_the_frame_from_the_cube():
+    rot = turn(6)
+    item = CleftComponentsd("mask", min_size=10**6)(bbox_item(rot[0], rot[2], shape=(40, 40, 40), centre=(20, 20, 20)))
+    assert len(item["cleft_components"]) == 0  # every cleft under min_size: the sampler falls back
+    cfg = AugmentConfig(rotate3d_prob=1.0)
+    views = RandTwoViewd("image", cfg, cube_size=16, materialize=False, pose="canonical")
+    for pair_mode in ("same_crop", "nearby"):
+        d = MaskAwareCubeSamplerd(cube_size=16, view_transform=views, pair_mode=pair_mode).set_random_state(1)(item)
+        assert d["fallback"] == 1
+        frame = views.frame(d["image"])
+        assert not np.allclose(frame, np.eye(3))  # the cube holds the cleft: a real frame
+        for v in ("view1", "view2"):
+            normal_image = np.asarray(d["view_params"][v]["affine"])[:, 0]
+            np.testing.assert_allclose(normal_image / np.linalg.norm(normal_image), frame[0], atol=1e-9)
